@@ -1,0 +1,103 @@
+"""Adapter files: only the trained weights (ATL + mask decoder) in safetensors, with metadata."""
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Dict, Optional
+
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .modeling import TransLandSeg
+
+FORMAT = "translandseg-adapter/1"
+TRAINED_PARTS = ("atl.", "mask_decoder.")
+
+
+class AdapterError(ValueError):
+    """An adapter file that cannot be used with the model at hand."""
+
+
+@dataclass
+class AdapterInfo:
+    base_model: str  # SAM model type, e.g. "vit_b"
+    base_sha256: str  # SHA-256 of the SAM checkpoint the adapter was trained on
+    atl_variant: str
+    image_size: int
+    training_snapshot: str = ""  # which labels trained it (a folder, or the store's snapshot id)
+    metrics: Dict[str, float] = field(default_factory=dict)
+    created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    def to_metadata(self) -> Dict[str, str]:
+        values = {k: json.dumps(v) if isinstance(v, dict) else str(v) for k, v in asdict(self).items()}
+        return {"format": FORMAT, **values}
+
+    @classmethod
+    def from_metadata(cls, metadata: Dict[str, str]) -> "AdapterInfo":
+        return cls(
+            base_model=metadata["base_model"],
+            base_sha256=metadata["base_sha256"],
+            atl_variant=metadata["atl_variant"],
+            image_size=int(metadata["image_size"]),
+            training_snapshot=metadata.get("training_snapshot", ""),
+            metrics=json.loads(metadata.get("metrics") or "{}"),
+            created_at=metadata.get("created_at", ""),
+        )
+
+
+def save_adapter(model: TransLandSeg, path: Path, info: AdapterInfo) -> Path:
+    """Write the ATL and decoder weights of ``model`` to ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k.startswith(TRAINED_PARTS)}
+    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=info.to_metadata())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_adapter_info(path: Path) -> AdapterInfo:
+    """The metadata of an adapter file, without loading its weights."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError) as error:
+        raise AdapterError(f"{path} is not a readable safetensors adapter: {error}") from error
+    if metadata.get("format") != FORMAT:
+        raise AdapterError(f"{path} is not a TransLandSeg adapter (format {metadata.get('format')!r})")
+    return AdapterInfo.from_metadata(metadata)
+
+
+def load_adapter(model: TransLandSeg, path: Path, model_type: str, base_sha256: Optional[str]) -> AdapterInfo:
+    """Load adapter weights into ``model``, refusing an adapter trained on another base.
+
+    Args:
+        model_type, base_sha256: the SAM base ``model`` was built from and loaded with.
+    """
+    info = read_adapter_info(path)
+    if info.base_model != model_type:
+        raise AdapterError(f"{path} was trained on SAM {info.base_model}, not on {model_type}")
+    if base_sha256 is not None and info.base_sha256 != base_sha256:
+        raise AdapterError(
+            f"{path} was trained on the SAM checkpoint with SHA-256 {info.base_sha256[:12]}..., "
+            f"not on this one ({base_sha256[:12]}...); load it with the checkpoint it was trained on"
+        )
+    if info.atl_variant != model.atl.variant.name or info.image_size != model.image_size:
+        raise AdapterError(
+            f"{path} holds ATL {info.atl_variant} at {info.image_size}px; the model is "
+            f"{model.atl.variant.name} at {model.image_size}px"
+        )
+    with safe_open(str(path), framework="pt", device=str(model.device)) as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    result = model.load_state_dict(tensors, strict=False)
+    if result.unexpected_keys or any(k.startswith(TRAINED_PARTS) for k in result.missing_keys):
+        raise AdapterError(f"{path} does not fit the model: {result}")
+    return info

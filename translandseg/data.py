@@ -1,0 +1,107 @@
+"""Training data: image/label folder pairs, a seeded split, and an augmenting torch Dataset.
+
+A data set is a folder with ``image/NAME.EXT`` and ``label/NAME.EXT`` (the Bijie and
+Landslide4Sense layout, and what the annotation store exports); EXT is png, jpg, jpeg, tif
+or tiff, so GeoTIFF chips work too.
+"""
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from torch.utils.data import Dataset
+
+from .raster import read_label, read_rgb
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class Pair:
+    image: Path
+    label: Path
+
+    @property
+    def name(self) -> str:
+        return f"{self.image.parent.parent.name}/{self.image.stem}"
+
+
+def find_pairs(root: Path) -> List[Pair]:
+    """Every ``image/NAME`` under ``root`` with its ``label/NAME`` (any supported suffix)."""
+    root = Path(root)
+    image_dir, label_dir = root / "image", root / "label"
+    if not image_dir.is_dir() or not label_dir.is_dir():
+        raise FileNotFoundError(f"{root} needs image/ and label/ folders")
+    labels = {p.stem: p for p in label_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+    images = sorted((p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=lambda p: p.name)
+    pairs = [Pair(image, labels[image.stem]) for image in images if image.stem in labels]
+    if not pairs:
+        raise FileNotFoundError(f"{root}: no image/label pairs with matching names")
+    return pairs
+
+
+def find_all_pairs(roots: Iterable[Path]) -> List[Pair]:
+    return [pair for root in roots for pair in find_pairs(root)]
+
+
+def split_pairs(pairs: Sequence[Pair], val_fraction: float = 0.3, seed: int = 42) -> Tuple[List[Pair], List[Pair]]:
+    """A seeded random train/validation split (70/30 with seed 42, as the paper)."""
+    order = list(pairs)
+    random.Random(seed).shuffle(order)
+    n_val = max(1, round(len(order) * val_fraction)) if len(order) > 1 else 0
+    return order[n_val:], order[:n_val]
+
+
+def load_pair(pair: Pair) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """RGB uint8 (H, W, 3), valid pixels and landslide mask (H, W) bool; sizes must agree."""
+    rgb, valid = read_rgb(pair.image)
+    label = read_label(pair.label)
+    if label.shape != rgb.shape[:2]:
+        raise ValueError(f"{pair.name}: label is {label.shape[::-1]} pixels, image {rgb.shape[1::-1]}")
+    return rgb, valid, label & valid
+
+
+def to_model_input(rgb: np.ndarray, size: int) -> torch.Tensor:
+    """A float 0-255 tensor (3, size, size) from RGB uint8 (H, W, 3), resized bilinearly."""
+    image = torch.from_numpy(rgb).permute(2, 0, 1).float()[None]
+    return F.interpolate(image, (size, size), mode="bilinear", align_corners=False)[0]
+
+
+class LandslideDataset(Dataset):
+    """(image 0-255 float (3, S, S), mask float (1, S, S)) pairs, optionally augmented.
+
+    Augmentation: random horizontal/vertical flips, 90-degree rotations and a mild colour
+    jitter (brightness and contrast within +-10 %).
+    """
+
+    def __init__(self, pairs: Sequence[Pair], image_size: int, augment: bool = False,
+                 seed: Optional[int] = None) -> None:  # fmt: skip
+        self.pairs = list(pairs)
+        self.image_size = image_size
+        self.augment = augment
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        rgb, _, label = load_pair(self.pairs[index])
+        image = to_model_input(rgb, self.image_size)
+        mask = F.interpolate(torch.from_numpy(label)[None, None].float(), (self.image_size,) * 2, mode="nearest")[0]
+        return self._augmented(image, mask) if self.augment else (image, mask)
+
+    def _augmented(self, image: torch.Tensor, mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        rng = self.rng
+        for axis in (1, 2):
+            if rng.random() < 0.5:
+                image, mask = image.flip(axis), mask.flip(axis)
+        turns = int(rng.integers(4))
+        image, mask = image.rot90(turns, (1, 2)), mask.rot90(turns, (1, 2))
+        brightness, contrast = rng.uniform(0.9, 1.1, size=2)
+        mean = image.mean()
+        image = ((image - mean) * contrast + mean * brightness).clamp(0, 255)
+        return image.contiguous(), mask.contiguous()

@@ -1,0 +1,18 @@
+"""Evaluate a model on labelled pairs at each label's own resolution, as ``predict`` sees them."""
+
+from typing import Dict, Sequence
+
+from tqdm import tqdm
+
+from .data import Pair, load_pair
+from .metrics import ConfusionMatrix
+from .predict import Predictor
+
+
+def evaluate(predictor: Predictor, pairs: Sequence[Pair], progress: bool = False) -> Dict[str, float]:
+    """The paper's metrics over all pixels of ``pairs`` (see ``ConfusionMatrix.summary``)."""
+    matrix = ConfusionMatrix()
+    for pair in tqdm(pairs, desc="evaluate", unit="image", disable=not progress):
+        rgb, valid, label = load_pair(pair)
+        matrix.update(predictor.predict_array(rgb, valid) > 0.5, label)
+    return matrix.summary()

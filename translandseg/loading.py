@@ -1,0 +1,73 @@
+"""Assemble a ready TransLandSeg model: SAM base weights, then an adapter if one is given."""
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .adapter import AdapterInfo, load_adapter, read_adapter_info
+from .build import build_translandseg
+from .download import sha256_of
+from .modeling import DEFAULT_ATL_VARIANT, TransLandSeg
+from .sam_checkpoints import resolve_sam_checkpoint
+from .sam_weights import load_sam_weights, read_sam_state_dict
+
+
+@dataclass
+class LoadedModel:
+    model: TransLandSeg
+    model_type: str
+    sam_checkpoint: Path
+    sam_sha256: str
+    adapter: Optional[AdapterInfo] = None
+    adapter_path: Optional[Path] = None
+
+    def describe(self) -> str:
+        line = f"SAM {self.model_type} ({self.sam_checkpoint.name}), {self.model.image_size}px"
+        if self.adapter_path is None:
+            return line + f", untrained ATL {self.model.atl.variant.name}"
+        return line + f", adapter {self.adapter_path.name} (ATL {self.adapter.atl_variant})"
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_sha256(path: str, size: int, mtime_ns: int) -> str:
+    return sha256_of(Path(path))
+
+
+def checkpoint_sha256(path: Path) -> str:
+    """SHA-256 of a checkpoint, computed once per file version in this process."""
+    stat = Path(path).stat()
+    return _cached_sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+def load_model(
+    model_type: str,
+    sam_checkpoint: Optional[Path] = None,
+    adapter: Optional[Path] = None,
+    image_size: Optional[int] = None,
+    variant: Optional[str] = None,
+    device: str = "cpu",
+    cache: Optional[Path] = None,
+    download: bool = True,
+) -> LoadedModel:
+    """Build TransLandSeg on SAM ``model_type`` and load its weights.
+
+    With an adapter, its recorded ATL variant and input size are used (``image_size`` and
+    ``variant`` must then agree or be left out); without, they default to 1024 and "mlp1".
+    """
+    info = read_adapter_info(adapter) if adapter is not None else None
+    if info is not None:
+        image_size = image_size or info.image_size
+        variant = variant or info.atl_variant
+    checkpoint = resolve_sam_checkpoint(model_type, sam_checkpoint, cache=cache, download=download)
+    model = build_translandseg(model_type, image_size or 1024, variant or DEFAULT_ATL_VARIANT)
+    load_sam_weights(model, read_sam_state_dict(checkpoint))
+    model.to(torch.device(device))
+    loaded = LoadedModel(model, model_type, checkpoint, checkpoint_sha256(checkpoint))
+    if adapter is not None:
+        loaded.adapter = load_adapter(model, adapter, model_type, loaded.sam_sha256)
+        loaded.adapter_path = Path(adapter)
+    model.eval()
+    return loaded

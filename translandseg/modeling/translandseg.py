@@ -1,0 +1,94 @@
+"""TransLandSeg: a frozen SAM image encoder steered by ATL prompts, and a trainable decoder."""
+
+from typing import Iterator, List
+
+import torch
+from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder
+from torch import nn
+from torch.nn import functional as F
+
+from .atl import ATL
+
+
+class TransLandSeg(nn.Module):
+    mask_threshold: float = 0.0  # on logits, i.e. sigmoid > 0.5
+
+    def __init__(
+        self,
+        image_encoder: ImageEncoderViT,
+        atl: ATL,
+        prompt_encoder: PromptEncoder,
+        mask_decoder: MaskDecoder,
+        pixel_mean: List[float] = [123.675, 116.28, 103.53],
+        pixel_std: List[float] = [58.395, 57.12, 57.375],
+    ) -> None:
+        """
+        Segments landslides without prompts: the decoder sees no sparse prompts and the
+        prompt encoder's "no mask" dense embedding, both taken from the SAM checkpoint.
+
+        Args:
+          image_encoder: SAM's ViT encoder; frozen here.
+          atl: the adaptive transfer learning module; trained.
+          prompt_encoder: SAM's prompt encoder; frozen, used for its dense positional
+            encoding and "no mask" embedding only.
+          mask_decoder: SAM's mask decoder; trained.
+          pixel_mean, pixel_std: SAM's normalisation of 0-255 RGB input.
+        """
+        super().__init__()
+        self.image_encoder = image_encoder
+        self.atl = atl
+        self.prompt_encoder = prompt_encoder
+        self.mask_decoder = mask_decoder
+        self.register_buffer("pixel_mean", torch.Tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.Tensor(pixel_std).view(-1, 1, 1), False)
+        for frozen in (self.image_encoder, self.prompt_encoder):
+            frozen.requires_grad_(False)
+
+    @property
+    def image_size(self) -> int:
+        return self.image_encoder.img_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def trainable_parameters(self) -> Iterator[nn.Parameter]:
+        """The ATL and the mask decoder: the only weights TransLandSeg trains."""
+        yield from self.atl.parameters()
+        yield from self.mask_decoder.parameters()
+
+    def train(self, mode: bool = True) -> "TransLandSeg":
+        super().train(mode)
+        self.image_encoder.eval()
+        self.prompt_encoder.eval()
+        return self
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Image embeddings (B, C, S/16, S/16) of 0-255 RGB ``images`` (B, 3, S, S)."""
+        x = (images - self.pixel_mean) / self.pixel_std
+        encoder = self.image_encoder
+        tokens = encoder.patch_embed(x)
+        prompts = self.atl(x, tokens)
+        if encoder.pos_embed is not None:
+            tokens = tokens + encoder.pos_embed
+        for index, block in enumerate(encoder.blocks):
+            if index in prompts:
+                tokens = tokens + prompts[index]
+            tokens = block(tokens)
+        return encoder.neck(tokens.permute(0, 3, 1, 2))
+
+    def decode(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """Landslide logits (B, 1, S, S) from image embeddings, with no prompts."""
+        pe = self.prompt_encoder.get_dense_pe()
+        dense = self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
+        dense = dense.expand(1, -1, *embeddings.shape[-2:])
+        sparse = torch.empty((1, 0, dense.shape[1]), device=embeddings.device)
+        # SAM's decoder pairs one image with many prompts, so images go through one by one.
+        low_res = torch.cat(
+            [self.mask_decoder(e[None], pe, sparse, dense, multimask_output=False)[0] for e in embeddings]
+        )
+        return F.interpolate(low_res, (self.image_size, self.image_size), mode="bilinear", align_corners=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Landslide logits (B, 1, S, S) of 0-255 RGB ``images`` (B, 3, S, S)."""
+        return self.decode(self.encode(images))

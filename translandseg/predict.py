@@ -1,0 +1,187 @@
+"""Automatic landslide masks for images of any size: sliding window, blended, streamed to disk.
+
+An image that fits in one tile is resized to the model's input as a whole (as in training).
+A larger one is cut into tiles of ``tile_size`` pixels at native resolution that overlap by
+``overlap`` pixels; overlapping probabilities are blended with weights that ramp down
+towards tile edges. Tiles are processed one row of tiles at a time and finished rows are
+written out at once, so memory grows with the raster's width, never with its area.
+"""
+
+import os
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import rasterio
+import torch
+from PIL import Image
+from rasterio.windows import Window
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from .data import to_model_input
+from .modeling import TransLandSeg
+from .raster import RasterImage
+
+ReadWindow = Callable[[Window], Tuple[np.ndarray, np.ndarray]]
+WriteWindow = Callable[[Window, np.ndarray], None]
+
+
+def tile_starts(length: int, tile: int, stride: int) -> List[int]:
+    """Offsets of tiles of ``tile`` pixels covering ``length``; the last one ends flush."""
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, stride))
+    return starts + [length - tile]
+
+
+def blend_weights(height: int, width: int, overlap: int) -> np.ndarray:
+    """Per-pixel weights, 1 inside and ramping linearly down over the ``overlap`` margins."""
+
+    def ramp(n: int) -> np.ndarray:
+        i = np.arange(n)
+        return np.minimum(1.0, np.minimum(i + 1, n - i) / (overlap + 1)).astype(np.float32)
+
+    return np.outer(ramp(height), ramp(width))
+
+
+class Predictor:
+    """Landslide probabilities from a TransLandSeg model, for arrays and rasters."""
+
+    def __init__(self, model: TransLandSeg, tile_size: Optional[int] = None, overlap: Optional[int] = None) -> None:
+        """
+        Args:
+            model: a trained TransLandSeg model.
+            tile_size: tile side in image pixels (default: the model's input size).
+            overlap: overlap of neighbouring tiles in pixels (default: a quarter tile).
+        """
+        self.model = model.eval()
+        self.tile_size = tile_size or model.image_size
+        self.overlap = self.tile_size // 4 if overlap is None else overlap
+        if not 0 <= self.overlap < self.tile_size:
+            raise ValueError(f"overlap must be between 0 and the tile size ({self.tile_size}), got {self.overlap}")
+
+    @torch.inference_mode()
+    def tile_probability(self, rgb: np.ndarray) -> np.ndarray:
+        """Probability (H, W) float32 of RGB uint8 (H, W, 3), resized through the model input."""
+        image = to_model_input(rgb, self.model.image_size)[None].to(self.model.device)
+        logits = F.interpolate(self.model(image), rgb.shape[:2], mode="bilinear", align_corners=False)
+        return torch.sigmoid(logits)[0, 0].cpu().numpy()
+
+    def predict_array(self, rgb: np.ndarray, valid: Optional[np.ndarray] = None) -> np.ndarray:
+        """Probability (H, W) float32 of a whole in-memory image."""
+        height, width = rgb.shape[:2]
+        valid = np.ones((height, width), bool) if valid is None else valid
+        out = np.zeros((height, width), np.float32)
+
+        def read(w: Window):
+            rows, cols = w.toslices()
+            return rgb[rows, cols], valid[rows, cols]
+
+        def write(w: Window, prob: np.ndarray):
+            out[w.toslices()] = prob
+
+        self.predict_windows(read, height, width, write)
+        return out
+
+    def predict_windows(self, read: ReadWindow, height: int, width: int, write: WriteWindow,
+                        progress: bool = False) -> None:  # fmt: skip
+        """Blend tile probabilities over a ``height`` x ``width`` image, writing finished rows."""
+        tile_h, tile_w = min(self.tile_size, height), min(self.tile_size, width)
+        stride = self.tile_size - self.overlap
+        rows, cols = tile_starts(height, tile_h, stride), tile_starts(width, tile_w, stride)
+        weights = blend_weights(tile_h, tile_w, self.overlap)
+        weighted = np.zeros((tile_h, width), np.float32)
+        total = np.zeros((tile_h, width), np.float32)
+        bar = tqdm(total=len(rows) * len(cols), unit="tile", disable=not progress)
+        for r, top in enumerate(rows):
+            for left in cols:
+                rgb, valid = read(Window(left, top, tile_w, tile_h))
+                prob = np.where(valid, self.tile_probability(rgb), 0)
+                weighted[:, left : left + tile_w] += prob * weights
+                total[:, left : left + tile_w] += weights
+                bar.update()
+            done = rows[r + 1] - top if r + 1 < len(rows) else tile_h
+            write(Window(0, top, width, done), weighted[:done] / total[:done])
+            weighted, total = _shift(weighted, done), _shift(total, done)
+        bar.close()
+
+
+def _shift(buffer: np.ndarray, rows: int) -> np.ndarray:
+    """``buffer`` moved up by ``rows`` rows, zero-filled at the bottom."""
+    shifted = np.zeros_like(buffer)
+    shifted[: len(buffer) - rows] = buffer[rows:]
+    return shifted
+
+
+def encode_mask(prob: np.ndarray, probability: bool) -> np.ndarray:
+    """uint8 output: 0/255 landslide mask, or the probability scaled to 0-255."""
+    if probability:
+        return (prob * 255).round().astype(np.uint8)
+    return np.where(prob > 0.5, 255, 0).astype(np.uint8)
+
+
+def default_output(input_path: Path, out_dir: Path, georeferenced: bool) -> Path:
+    return Path(out_dir) / f"{Path(input_path).stem}_mask{'.tif' if georeferenced else '.png'}"
+
+
+def predict_file(predictor: Predictor, input_path: Path, output_path: Path, bands: Optional[Sequence[int]] = None,
+                 probability: bool = False, progress: bool = False) -> Path:  # fmt: skip
+    """Write the mask of ``input_path`` to ``output_path`` (.tif keeps CRS and transform; .png).
+
+    The mask appears at ``output_path`` only when complete.
+    """
+    output_path = Path(output_path)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    partial = output_path.with_name(f".{output_path.stem}.partial{output_path.suffix}")
+    with RasterImage(input_path, bands) as image:
+        writer = _open_writer(partial, image)
+        try:
+            predictor.predict_windows(image.read, image.height, image.width,
+                                      lambda w, prob: writer.write(w, encode_mask(prob, probability)), progress)  # fmt: skip
+            writer.close()
+            os.replace(partial, output_path)
+        finally:
+            writer.close()
+            partial.unlink(missing_ok=True)
+    return output_path
+
+
+class GeoTiffMaskWriter:
+    """A single-band uint8 GeoTIFF with the source's size, CRS and transform, written by window."""
+
+    def __init__(self, path: Path, image: RasterImage) -> None:
+        self.dataset = rasterio.open(path, "w", driver="GTiff", width=image.width, height=image.height, count=1,
+                                     dtype="uint8", crs=image.crs, transform=image.transform, tiled=True,
+                                     blockxsize=256, blockysize=256, compress="deflate")  # fmt: skip
+
+    def write(self, window: Window, array: np.ndarray) -> None:
+        self.dataset.write(array, 1, window=window)
+
+    def close(self) -> None:
+        self.dataset.close()
+
+
+class PngMaskWriter:
+    """A grey PNG, assembled in memory (PNG cannot be written by window) and saved on close."""
+
+    def __init__(self, path: Path, image: RasterImage) -> None:
+        self.path = path
+        self.array: Optional[np.ndarray] = np.zeros((image.height, image.width), np.uint8)
+
+    def write(self, window: Window, array: np.ndarray) -> None:
+        self.array[window.toslices()] = array
+
+    def close(self) -> None:
+        if self.array is not None:
+            Image.fromarray(self.array).save(self.path, format="PNG")
+            self.array = None
+
+
+def _open_writer(path: Path, image: RasterImage):
+    suffix = path.suffix.lower()
+    if suffix in (".tif", ".tiff"):
+        return GeoTiffMaskWriter(path, image)
+    if suffix == ".png":
+        return PngMaskWriter(path, image)
+    raise ValueError(f"{path.name}: masks are written as .tif or .png")

@@ -1,0 +1,153 @@
+"""Train the ATL and mask decoder of TransLandSeg; SAM's encoder stays frozen.
+
+As the paper's code: BCE + IoU loss, AdamW at 2e-4 with a cosine schedule down to 1e-7,
+the best epoch chosen by validation mIoU. Beyond it: early stopping, and resuming from the
+last finished epoch after an interruption.
+
+``out_dir`` receives ``adapter.safetensors`` (the best epoch), ``checkpoint.pt`` (the last
+epoch, for resuming) and ``history.json`` (loss and validation metrics per epoch).
+"""
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from .adapter import AdapterInfo, save_adapter
+from .data import LandslideDataset, Pair
+from .evaluation import evaluate
+from .loading import LoadedModel
+from .losses import bce_iou_loss
+from .predict import Predictor
+
+ADAPTER_FILE, CHECKPOINT_FILE, HISTORY_FILE = "adapter.safetensors", "checkpoint.pt", "history.json"
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 2
+    lr: float = 2e-4
+    min_lr: float = 1e-7
+    weight_decay: float = 0.01
+    patience: int = 10  # epochs without a better validation mIoU before stopping
+    augment: bool = True
+    seed: int = 42
+
+
+@dataclass
+class TrainResult:
+    adapter_path: Path
+    best_epoch: int
+    best_metrics: Dict[str, float]
+    history: List[Dict[str, float]] = field(default_factory=list)
+    stopped_early: bool = False
+
+
+def train(
+    loaded: LoadedModel,
+    train_pairs: Sequence[Pair],
+    val_pairs: Sequence[Pair],
+    out_dir: Path,
+    config: TrainConfig = TrainConfig(),
+    training_snapshot: str = "",
+    progress: bool = True,
+    on_epoch: Optional[Callable[[Dict[str, float]], None]] = None,
+) -> TrainResult:
+    """Train ``loaded.model`` in place; resumes from ``out_dir/checkpoint.pt`` if present."""
+    if not train_pairs or not val_pairs:
+        raise ValueError(f"training needs at least one training and one validation image "
+                         f"(got {len(train_pairs)} and {len(val_pairs)}); label at least 2 images")  # fmt: skip
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model, device = loaded.model, loaded.model.device
+    dataset = LandslideDataset(train_pairs, model.image_size, augment=config.augment)
+    steps_per_epoch = -(-len(dataset) // config.batch_size)
+    optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=config.epochs * steps_per_epoch, eta_min=config.min_lr
+    )
+    state = _TrainingState()
+    checkpoint = out_dir / CHECKPOINT_FILE
+    if checkpoint.exists():
+        state = _resume(checkpoint, loaded, optimizer, scheduler)
+    for epoch in range(state.epoch + 1, config.epochs + 1):
+        started = time.monotonic()
+        loss = _train_epoch(model, dataset, optimizer, scheduler, config, epoch, progress)
+        metrics = evaluate(Predictor(model), val_pairs)
+        record = {"epoch": epoch, "loss": loss, "seconds": time.monotonic() - started, **metrics}
+        state.history.append(record)
+        if metrics["miou"] > state.best_miou:
+            state.best_miou, state.best_epoch = metrics["miou"], epoch
+            info = AdapterInfo(loaded.model_type, loaded.sam_sha256, model.atl.variant.name, model.image_size,
+                               training_snapshot, metrics)  # fmt: skip
+            save_adapter(model, out_dir / ADAPTER_FILE, info)
+        state.epoch = epoch
+        _save_checkpoint(checkpoint, loaded, optimizer, scheduler, state)
+        (out_dir / HISTORY_FILE).write_text(json.dumps(state.history, indent=1))
+        if on_epoch is not None:
+            on_epoch(record)
+        if epoch - state.best_epoch >= config.patience:
+            break
+    best = next(r for r in state.history if r["epoch"] == state.best_epoch)
+    return TrainResult(out_dir / ADAPTER_FILE, state.best_epoch, best, state.history,
+                       stopped_early=state.epoch < config.epochs)  # fmt: skip
+
+
+def _train_epoch(model, dataset, optimizer, scheduler, config: TrainConfig, epoch: int, progress: bool) -> float:
+    """One pass over the training set; returns the mean loss."""
+    dataset.rng = np.random.default_rng([config.seed, epoch])  # reproducible, also after a resume
+    order = torch.Generator().manual_seed(config.seed * 1000 + epoch)
+    loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, generator=order)
+    model.train()
+    losses = []
+    with tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", unit="batch", disable=not progress) as bar:
+        for images, masks in bar:
+            loss = bce_iou_loss(model(images.to(model.device)), masks.to(model.device))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{np.mean(losses):.4f}")
+    model.eval()
+    return float(np.mean(losses))
+
+
+@dataclass
+class _TrainingState:
+    epoch: int = 0
+    best_epoch: int = 0
+    best_miou: float = -1.0
+    history: List[Dict[str, float]] = field(default_factory=list)
+
+
+def _identity(loaded: LoadedModel) -> Dict[str, object]:
+    model = loaded.model
+    return {"base_model": loaded.model_type, "base_sha256": loaded.sam_sha256,
+            "atl_variant": model.atl.variant.name, "image_size": model.image_size}  # fmt: skip
+
+
+def _save_checkpoint(path: Path, loaded: LoadedModel, optimizer, scheduler, state: _TrainingState) -> None:
+    trained = {k: v for k, v in loaded.model.state_dict().items() if k.startswith(("atl.", "mask_decoder."))}
+    payload = {"identity": _identity(loaded), "weights": trained, "optimizer": optimizer.state_dict(),
+               "scheduler": scheduler.state_dict(), "state": asdict(state)}  # fmt: skip
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+def _resume(path: Path, loaded: LoadedModel, optimizer, scheduler) -> _TrainingState:
+    payload = torch.load(path, map_location=loaded.model.device, weights_only=True)
+    if payload["identity"] != _identity(loaded):
+        raise ValueError(f"{path} belongs to another model ({payload['identity']}); use a new output folder")
+    loaded.model.load_state_dict(payload["weights"], strict=False)
+    optimizer.load_state_dict(payload["optimizer"])
+    scheduler.load_state_dict(payload["scheduler"])
+    return _TrainingState(**payload["state"])
