@@ -9,6 +9,7 @@ epoch, for resuming) and ``history.json`` (loss and validation metrics per epoch
 """
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -70,9 +71,7 @@ def train(
     dataset = LandslideDataset(train_pairs, model.image_size, augment=config.augment)
     steps_per_epoch = -(-len(dataset) // config.batch_size)
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=config.epochs * steps_per_epoch, eta_min=config.min_lr
-    )
+    scheduler = cosine_schedule(optimizer, config, config.epochs * steps_per_epoch)
     state = _TrainingState()
     checkpoint = out_dir / CHECKPOINT_FILE
     if checkpoint.exists():
@@ -98,6 +97,20 @@ def train(
     best = next(r for r in state.history if r["epoch"] == state.best_epoch)
     return TrainResult(out_dir / ADAPTER_FILE, state.best_epoch, best, state.history,
                        stopped_early=state.epoch < config.epochs)  # fmt: skip
+
+
+def cosine_schedule(optimizer, config: TrainConfig, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Cosine decay from ``config.lr`` to ``config.min_lr`` over ``total_steps``.
+
+    Unlike ``CosineAnnealingLR``, its state is only the step count, so a resumed run may
+    ask for more epochs than the interrupted one and still follow the new curve.
+    """
+    floor = config.min_lr / config.lr
+
+    def factor(step: int) -> float:
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def _train_epoch(model, dataset, optimizer, scheduler, config: TrainConfig, epoch: int, progress: bool) -> float:

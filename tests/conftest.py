@@ -1,0 +1,57 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from rasterio.transform import from_origin
+
+from translandseg.build import build_translandseg
+
+SAMPLES = Path(os.environ.get("TRANSLANDSEG_SAMPLES", Path(__file__).resolve().parents[2] / "shared/data/landslide-samples"))
+
+
+@pytest.fixture(scope="session")
+def samples() -> Path:
+    if not (SAMPLES / "bijie" / "image").is_dir():
+        pytest.skip(f"real landslide samples not found at {SAMPLES} (set TRANSLANDSEG_SAMPLES)")
+    return SAMPLES
+
+
+@pytest.fixture(scope="session")
+def tiny_sam_checkpoint(tmp_path_factory) -> Path:
+    """A SAM checkpoint with the official key structure and tiny dimensions."""
+    torch.manual_seed(0)
+    model = build_translandseg("tiny", image_size=64)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("atl.")}
+    path = tmp_path_factory.mktemp("sam") / "sam_tiny.pth"
+    torch.save(state, path)
+    return path
+
+
+def write_geotiff(path: Path, data: np.ndarray, crs="EPSG:32648", transform=None, nodata=None) -> Path:
+    """Write (bands, H, W) ``data`` as a GeoTIFF; default transform: 10 m pixels in UTM 48N."""
+    transform = transform or from_origin(500000.0, 3000000.0, 10.0, 10.0)
+    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
+                       dtype=data.dtype, crs=crs, transform=transform, nodata=nodata, tiled=True) as out:
+        out.write(data)
+    return path
+
+
+def write_pairs(root: Path, count: int, size: int = 48, seed: int = 0) -> Path:
+    """Generated image/label PNG pairs: bright squares (landslides) on a darker textured ground."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    (root / "image").mkdir(parents=True)
+    (root / "label").mkdir()
+    for i in range(count):
+        image = rng.integers(40, 90, (size, size, 3), dtype=np.uint8)
+        label = np.zeros((size, size), np.uint8)
+        y, x = rng.integers(0, size // 2, 2)
+        label[y : y + size // 3, x : x + size // 3] = 255
+        image[label > 0] = rng.integers(170, 230, (int((label > 0).sum()), 3), dtype=np.uint8)
+        Image.fromarray(image).save(root / "image" / f"s{i}.png")
+        Image.fromarray(label).save(root / "label" / f"s{i}.png")
+    return root

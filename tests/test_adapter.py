@@ -1,0 +1,55 @@
+import pytest
+import torch
+from safetensors import safe_open
+
+from translandseg.adapter import AdapterError, AdapterInfo, load_adapter, read_adapter_info, save_adapter
+from translandseg.build import build_translandseg
+
+
+def _info(**changes):
+    values = dict(base_model="tiny", base_sha256="ab" * 32, atl_variant="mlp1", image_size=64,
+                  training_snapshot="snapshot-7", metrics={"miou": 0.5})
+    values.update(changes)
+    return AdapterInfo(**values)
+
+
+def test_adapter_holds_only_trained_weights_and_round_trips(tmp_path):
+    torch.manual_seed(1)
+    trained = build_translandseg("tiny", 64)
+    path = save_adapter(trained, tmp_path / "a.safetensors", _info())
+    with safe_open(str(path), framework="pt") as f:
+        keys = set(f.keys())
+    assert keys and all(k.startswith(("atl.", "mask_decoder.")) for k in keys)
+    assert keys == {k for k, _ in trained.named_parameters() if k.startswith(("atl.", "mask_decoder."))}
+
+    torch.manual_seed(2)
+    fresh = build_translandseg("tiny", 64)
+    info = load_adapter(fresh, path, "tiny", "ab" * 32)
+    assert info.training_snapshot == "snapshot-7" and info.metrics == {"miou": 0.5} and info.created_at
+    for key in keys:
+        torch.testing.assert_close(fresh.state_dict()[key], trained.state_dict()[key], rtol=0, atol=0)
+    assert list(tmp_path.iterdir()) == [path]  # no temporary file left
+
+
+def test_wrong_base_is_refused_clearly(tmp_path):
+    model = build_translandseg("tiny", 64)
+    path = save_adapter(model, tmp_path / "a.safetensors", _info())
+    with pytest.raises(AdapterError, match="trained on SAM tiny, not on vit_b"):
+        load_adapter(model, path, "vit_b", "ab" * 32)
+    with pytest.raises(AdapterError, match="load it with the checkpoint it was trained on"):
+        load_adapter(model, path, "tiny", "cd" * 32)
+    with pytest.raises(AdapterError, match="ATL mlp1 at 64px"):
+        load_adapter(build_translandseg("tiny", 64, "mlp2"), path, "tiny", "ab" * 32)
+
+
+def test_non_adapter_files_are_refused(tmp_path):
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x00" * 20)
+    with pytest.raises(AdapterError, match="not a readable safetensors adapter"):
+        read_adapter_info(junk)
+    from safetensors.torch import save_file
+
+    other = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(2)}, str(other))
+    with pytest.raises(AdapterError, match="not a TransLandSeg adapter"):
+        read_adapter_info(other)

@@ -1,0 +1,81 @@
+import pytest
+import torch
+
+from translandseg.build import SAM_CONFIGS, build_translandseg
+from translandseg.modeling import ATL_VARIANTS, DEFAULT_ATL_VARIANT, get_variant
+from translandseg.modeling.atl import high_frequency
+
+
+def test_nine_variants_with_the_papers_best_as_default():
+    assert len(ATL_VARIANTS) == 9
+    assert DEFAULT_ATL_VARIANT == "mlp1"
+    default = ATL_VARIANTS["mlp1"]
+    assert (default.middle, default.middle_layers, default.deployment, default.residual) == ("mlp", 1, "every", False)
+    assert {v.deployment for v in ATL_VARIANTS.values()} == {"every", "first", "global"}
+    assert {v.residual for v in ATL_VARIANTS.values()} == {True, False}
+    assert {(v.middle, v.middle_layers) for v in ATL_VARIANTS.values()} >= {("mlp", 1), ("mlp", 2)}
+    assert any(v.middle == "conv" for v in ATL_VARIANTS.values())
+    with pytest.raises(ValueError, match="unknown ATL variant"):
+        get_variant("mlp7")
+
+
+@pytest.mark.parametrize("name", list(ATL_VARIANTS))
+def test_every_variant_prompts_its_blocks_and_segments(name):
+    torch.manual_seed(0)
+    model = build_translandseg("tiny", image_size=64, variant=name)
+    expected_blocks = {"every": (0, 1, 2, 3), "first": (0,), "global": SAM_CONFIGS["tiny"].encoder_global_attn_indexes}
+    images = torch.rand(2, 3, 64, 64) * 255
+    x = (images - model.pixel_mean) / model.pixel_std
+    prompts = model.atl(x, model.image_encoder.patch_embed(x))
+    assert tuple(prompts) == expected_blocks[ATL_VARIANTS[name].deployment]
+    assert all(p.shape == (2, 4, 4, 64) for p in prompts.values())
+    assert model(images).shape == (2, 1, 64, 64)
+
+
+def test_residual_adds_the_module_input():
+    torch.manual_seed(0)
+    plain = build_translandseg("tiny", 64, "mlp1").atl.lightweight[0]
+    torch.manual_seed(0)
+    residual = build_translandseg("tiny", 64, "mlp1_res").atl.lightweight[0]
+    x = torch.randn(1, 4, 4, 2)
+    torch.testing.assert_close(residual(x), plain(x) + x)
+
+
+def test_high_frequency_removes_the_low_frequencies():
+    constant = torch.full((1, 3, 32, 32), 2.0)
+    assert high_frequency(constant).abs().max() < 1e-5
+    checkerboard = (torch.arange(32)[:, None] + torch.arange(32)[None, :]) % 2 * 2.0 - 1
+    checker = checkerboard.expand(1, 3, 32, 32)
+    torch.testing.assert_close(high_frequency(checker), checker.abs(), atol=1e-5, rtol=0)
+
+
+def test_weight_init_as_the_public_code():
+    torch.manual_seed(0)
+    atl = build_translandseg("vit_b", 256).atl
+    assert abs(atl.embedding_down.weight.std().item() - 0.02) < 0.002
+    assert torch.count_nonzero(atl.shared_up.bias) == 0
+    assert torch.count_nonzero(atl.handcrafted_embed.bias) == 0
+
+
+def _shares(model_type):
+    with torch.device("meta"):
+        model = build_translandseg(model_type, 1024)
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.trainable_parameters())
+    return trainable, total
+
+
+def test_vit_l_trains_the_papers_1_3_percent_without_allocating_weights():
+    trainable, total = _shares("vit_l")
+    assert trainable == 4_174_884 and total == 312_459_376
+    assert round(100 * trainable / total, 1) == 1.3
+
+
+def test_encoder_and_prompt_encoder_are_frozen():
+    model = build_translandseg("tiny", 64)
+    trainable = {id(p) for p in model.trainable_parameters()}
+    for name, p in model.named_parameters():
+        assert p.requires_grad == name.startswith(("atl.", "mask_decoder.")), name
+        assert (id(p) in trainable) == p.requires_grad
+    model.train()
+    assert not model.image_encoder.training and model.atl.training

@@ -1,0 +1,42 @@
+import numpy as np
+import pytest
+import torch
+
+from translandseg.losses import bce_iou_loss, iou_loss
+from translandseg.metrics import ConfusionMatrix
+
+
+def test_metrics_from_an_accumulated_confusion_matrix():
+    matrix = ConfusionMatrix()
+    truth = np.array([1, 1, 1, 0, 0, 0, 0, 0], bool)
+    pred = np.array([1, 1, 0, 1, 0, 0, 0, 0], bool)
+    matrix.update(pred[:4], truth[:4])
+    matrix.update(pred[4:], truth[4:])  # accumulated over images, not averaged
+    m = matrix.summary()
+    assert matrix.counts.tolist() == [[4, 1], [1, 2]]
+    assert m["overall_accuracy"] == pytest.approx(6 / 8)
+    assert m["precision"] == pytest.approx(2 / 3) and m["recall"] == pytest.approx(2 / 3)
+    assert m["f1"] == pytest.approx(2 / 3)
+    assert m["iou"] == pytest.approx(2 / 4)
+    assert m["miou"] == pytest.approx((2 / 4 + 4 / 6) / 2)
+
+
+def test_no_landslide_anywhere_gives_defined_metrics():
+    matrix = ConfusionMatrix()
+    matrix.update(np.zeros((4, 4), bool), np.zeros((4, 4), bool))
+    m = matrix.summary()
+    assert m["overall_accuracy"] == 1.0 and m["iou"] == 0.0 and m["f1"] == 0.0 and m["miou"] == 0.5
+    with pytest.raises(ValueError, match="differ in shape"):
+        matrix.update(np.zeros(3, bool), np.zeros(4, bool))
+
+
+def test_loss_is_bce_plus_iou_and_rewards_the_truth():
+    target = torch.zeros(1, 1, 8, 8)
+    target[..., 2:6, 2:6] = 1
+    right, wrong = (target * 2 - 1) * 10, (1 - target * 2) * 10
+    assert bce_iou_loss(right, target) < 0.01 < 1.0 < bce_iou_loss(wrong, target)
+    torch.testing.assert_close(
+        bce_iou_loss(wrong, target),
+        torch.nn.functional.binary_cross_entropy_with_logits(wrong, target) + iou_loss(wrong, target),
+    )
+    assert iou_loss(torch.full((1, 1, 4, 4), -20.0), torch.zeros(1, 1, 4, 4)) < 1e-6  # empty and predicted empty

@@ -1,0 +1,116 @@
+import json
+
+import pytest
+import torch
+
+from translandseg.adapter import read_adapter_info
+from translandseg.data import LandslideDataset, find_all_pairs, find_pairs, split_pairs
+from translandseg.evaluation import evaluate
+from translandseg.loading import load_model
+from translandseg.losses import bce_iou_loss
+from translandseg.predict import Predictor
+from translandseg.training import TrainConfig, train
+
+from conftest import write_pairs
+
+
+def _step(model, images, masks, optimizer):
+    loss = bce_iou_loss(model(images), masks)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def test_a_step_changes_atl_and_decoder_but_never_the_encoder(tiny_sam_checkpoint, tmp_path):
+    model = load_model("tiny", tiny_sam_checkpoint, image_size=64).model
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    images, masks = next(iter(torch.utils.data.DataLoader(
+        LandslideDataset(find_pairs(write_pairs(tmp_path / "d", 2)), 64), batch_size=2)))  # fmt: skip
+    model.train()
+    _step(model, images, masks, torch.optim.AdamW(model.trainable_parameters(), lr=1e-3))
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert not any(k.startswith(("image_encoder.", "prompt_encoder.")) for k in changed)
+    assert any(k.startswith("atl.") for k in changed) and any(k.startswith("mask_decoder.") for k in changed)
+
+
+def test_loss_falls_on_a_fixed_batch(tiny_sam_checkpoint, tmp_path):
+    torch.manual_seed(0)
+    model = load_model("tiny", tiny_sam_checkpoint, image_size=64).model.train()
+    dataset = LandslideDataset(find_pairs(write_pairs(tmp_path / "d", 4)), 64)
+    images, masks = map(torch.stack, zip(*[dataset[i] for i in range(4)]))
+    optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=5e-3)
+    losses = [_step(model, images, masks, optimizer) for _ in range(20)]
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_split_is_seeded_70_30():
+    pairs = list(range(20))
+    train_a, val_a = split_pairs(pairs)
+    assert (len(train_a), len(val_a)) == (14, 6)
+    assert split_pairs(pairs) == (train_a, val_a)
+    assert split_pairs(pairs, seed=1) != (train_a, val_a)
+
+
+def test_train_save_load_predict_evaluate_on_real_samples(samples, tiny_sam_checkpoint, tmp_path):
+    pairs = find_all_pairs([samples / "bijie", samples / "landslide4sense"])
+    train_pairs, val_pairs = split_pairs(pairs)
+    loaded = load_model("tiny", tiny_sam_checkpoint, image_size=64)
+    result = train(loaded, train_pairs, val_pairs, tmp_path / "run", TrainConfig(epochs=2, batch_size=4),
+                   training_snapshot="samples-v1", progress=False)  # fmt: skip
+    assert [r["epoch"] for r in result.history] == [1, 2]
+    assert json.loads((tmp_path / "run" / "history.json").read_text()) == result.history
+
+    info = read_adapter_info(result.adapter_path)
+    assert (info.base_model, info.atl_variant, info.image_size, info.training_snapshot) == ("tiny", "mlp1", 64, "samples-v1")
+    assert info.base_sha256 == loaded.sam_sha256
+
+    reloaded = load_model("tiny", tiny_sam_checkpoint, adapter=result.adapter_path)
+    metrics = evaluate(Predictor(reloaded.model), val_pairs)
+    assert metrics == pytest.approx(info.metrics)  # the file holds the model that scored these
+    assert metrics == pytest.approx({k: result.best_metrics[k] for k in metrics})
+    rgb_prob = Predictor(reloaded.model).predict_array(*_first_image(val_pairs))
+    assert rgb_prob.shape == _first_image(val_pairs)[0].shape[:2]
+
+
+def _first_image(pairs):
+    from translandseg.data import load_pair
+
+    rgb, valid, _ = load_pair(pairs[0])
+    return rgb, valid
+
+
+def test_resuming_continues_exactly_where_training_stopped(tiny_sam_checkpoint, tmp_path):
+    pairs = find_pairs(write_pairs(tmp_path / "d", 6))
+    train_pairs, val_pairs = split_pairs(pairs)
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupt_after_first_epoch(record):
+        if record["epoch"] == 1:
+            raise Interrupted
+
+    def run(out, seed, on_epoch=None):
+        torch.manual_seed(seed)
+        loaded = load_model("tiny", tiny_sam_checkpoint, image_size=64)
+        train(loaded, train_pairs, val_pairs, out, TrainConfig(epochs=3, patience=99), progress=False,
+              on_epoch=on_epoch)  # fmt: skip
+        return loaded.model.state_dict()
+
+    straight = run(tmp_path / "straight", 123)
+    with pytest.raises(Interrupted):
+        run(tmp_path / "resumed", 123, interrupt_after_first_epoch)
+    resumed = run(tmp_path / "resumed", 999)  # another fresh ATL: the checkpoint must overwrite it
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0)
+    history = json.loads((tmp_path / "resumed" / "history.json").read_text())
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+
+
+def test_too_few_labels_is_a_clear_error(tiny_sam_checkpoint, tmp_path):
+    pairs = find_pairs(write_pairs(tmp_path / "d", 1))
+    loaded = load_model("tiny", tiny_sam_checkpoint, image_size=64)
+    with pytest.raises(ValueError, match="label at least 2 images"):
+        train(loaded, *split_pairs(pairs), tmp_path / "out", progress=False)

@@ -1,0 +1,181 @@
+"""The ``translandseg`` command: train, evaluate, predict, info."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+
+from .adapter import AdapterError, read_adapter_info
+from .build import SAM_CONFIGS, build_translandseg
+from .data import find_all_pairs, split_pairs
+from .download import DownloadError
+from .modeling import ATL_VARIANTS, DEFAULT_ATL_VARIANT
+from .raster import ImageReadError
+from .sam_checkpoints import CACHE_ENV, CheckpointUnavailable
+from .sam_weights import CheckpointError
+
+USER_ERRORS = (AdapterError, CheckpointError, CheckpointUnavailable, DownloadError, FileNotFoundError,
+               ImageReadError, ValueError)  # fmt: skip
+CPU_TRAIN_SIZE = 256
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except USER_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="translandseg",
+        description="Landslide segmentation with TransLandSeg: SAM's frozen encoder steered by a small "
+        "trained adapter (ATL + mask decoder).",
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train an adapter on image/label folders",
+                                description="Train the ATL and mask decoder; SAM's encoder stays frozen. "
+                                "Resumes from OUT/checkpoint.pt when present.")  # fmt: skip
+    train.add_argument("data", nargs="+", type=Path, help="folders holding image/ and label/")
+    train.add_argument("--out", type=Path, required=True, help="output folder (adapter.safetensors, ...)")
+    _model_options(train, with_variant=True)
+    train.add_argument("--epochs", type=int, default=30)
+    train.add_argument("--batch-size", type=int, default=2)
+    train.add_argument("--lr", type=float, default=2e-4)
+    train.add_argument("--patience", type=int, default=10, help="stop after this many epochs without a better mIoU")
+    train.add_argument("--val-fraction", type=float, default=0.3)
+    train.add_argument("--seed", type=int, default=42, help="seed of the train/validation split and training")
+    train.add_argument("--no-augment", action="store_true", help="no flips, rotations or colour jitter")
+    train.set_defaults(run=_train)
+
+    evaluate = commands.add_parser("evaluate", help="metrics of an adapter on image/label folders")
+    evaluate.add_argument("data", nargs="+", type=Path, help="folders holding image/ and label/")
+    _model_options(evaluate, adapter_required=True)
+    _tile_options(evaluate)
+    evaluate.set_defaults(run=_evaluate)
+
+    predict = commands.add_parser("predict", help="landslide masks of PNG/JPEG/GeoTIFF images",
+                                  description="Writes NAME_mask.tif (same CRS, transform and size) for "
+                                  "georeferenced input and NAME_mask.png otherwise.")  # fmt: skip
+    predict.add_argument("inputs", nargs="+", type=Path, help="images to segment")
+    predict.add_argument("--out", type=Path, required=True, help="output folder")
+    predict.add_argument("--bands", type=_bands, help="three 1-based bands as R,G,B (default 4,3,2 for 4+ bands)")
+    predict.add_argument("--probability", action="store_true", help="write probability x 255 instead of 0/255")
+    _model_options(predict, adapter_required=True)
+    _tile_options(predict)
+    predict.set_defaults(run=_predict)
+
+    info = commands.add_parser("info", help="parameter counts, ATL variants, adapter metadata",
+                               description="Works without any checkpoint: models are built on the meta device.")
+    info.add_argument("--sam", choices=SAM_CONFIGS, default="vit_l")
+    info.add_argument("--variant", choices=ATL_VARIANTS, default=DEFAULT_ATL_VARIANT)
+    info.add_argument("--image-size", type=int, default=1024)
+    info.add_argument("--adapter", type=Path, help="print this adapter's metadata")
+    info.set_defaults(run=_info)
+    return parser
+
+
+def _model_options(parser, with_variant: bool = False, adapter_required: bool = False) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--sam", choices=SAM_CONFIGS, help="SAM size (default: the adapter's, else vit_b)")
+    group.add_argument("--sam-checkpoint", type=Path, help="SAM checkpoint file (default: download to the cache)")
+    group.add_argument("--cache-dir", type=Path, help=f"checkpoint cache (default ${CACHE_ENV} or ~/.cache/translandseg)")
+    group.add_argument("--no-download", action="store_true", help="never download; fail if the checkpoint is absent")
+    group.add_argument("--adapter", type=Path, required=adapter_required,
+                       help="trained adapter (.safetensors)" + ("" if adapter_required else " to start from"))
+    group.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    if with_variant:
+        group.add_argument("--variant", choices=ATL_VARIANTS, help=f"ATL structure (default {DEFAULT_ATL_VARIANT})")
+        group.add_argument("--image-size", type=int,
+                           help=f"model input, a multiple of 16 (default {CPU_TRAIN_SIZE} on CPU, 1024 on GPU)")
+
+
+def _tile_options(parser) -> None:
+    group = parser.add_argument_group("tiling")
+    group.add_argument("--tile-size", type=int, help="tile side in pixels (default: the model input size)")
+    group.add_argument("--overlap", type=int, help="tile overlap in pixels (default: a quarter tile)")
+
+
+def _bands(text: str):
+    try:
+        return tuple(int(b) for b in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bands must look like 4,3,2, not {text!r}") from None
+
+
+def _load(args):
+    from .loading import load_model
+
+    model_type = args.sam
+    if model_type is None:
+        model_type = read_adapter_info(args.adapter).base_model if args.adapter else "vit_b"
+    image_size = getattr(args, "image_size", None)
+    if image_size is None and args.adapter is None and args.device == "cpu":
+        image_size = CPU_TRAIN_SIZE
+    loaded = load_model(model_type, args.sam_checkpoint, args.adapter, image_size, getattr(args, "variant", None),
+                        args.device, args.cache_dir, download=not args.no_download)  # fmt: skip
+    print(f"model: {loaded.describe()}", file=sys.stderr)
+    return loaded
+
+
+def _predictor(args, loaded):
+    from .predict import Predictor
+
+    return Predictor(loaded.model, args.tile_size, args.overlap)
+
+
+def _train(args) -> None:
+    from .training import TrainConfig, train
+
+    pairs = find_all_pairs(args.data)
+    train_pairs, val_pairs = split_pairs(pairs, args.val_fraction, args.seed)
+    print(f"{len(pairs)} labelled images: {len(train_pairs)} train, {len(val_pairs)} validation", file=sys.stderr)
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
+                         augment=not args.no_augment, seed=args.seed)  # fmt: skip
+    snapshot = ",".join(str(p.resolve()) for p in args.data)
+    result = train(_load(args), train_pairs, val_pairs, args.out, config, training_snapshot=snapshot)
+    print(json.dumps({"adapter": str(result.adapter_path), "best_epoch": result.best_epoch,
+                      "metrics": result.best_metrics}, indent=1))  # fmt: skip
+
+
+def _evaluate(args) -> None:
+    from .evaluation import evaluate
+
+    pairs = find_all_pairs(args.data)
+    metrics = evaluate(_predictor(args, _load(args)), pairs, progress=True)
+    print(json.dumps({"images": len(pairs), **metrics}, indent=1))
+
+
+def _predict(args) -> None:
+    from .predict import default_output, predict_file
+    from .raster import RasterImage
+
+    predictor = _predictor(args, _load(args))
+    for path in args.inputs:
+        with RasterImage(path, args.bands) as image:
+            output = default_output(path, args.out, image.is_georeferenced)
+        predict_file(predictor, path, output, args.bands, args.probability, progress=True)
+        print(output)
+
+
+def _info(args) -> None:
+    with torch.device("meta"):
+        model = build_translandseg(args.sam, args.image_size, args.variant)
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.trainable_parameters())
+    print(f"TransLandSeg on SAM {args.sam}, ATL {args.variant}, input {args.image_size}px")
+    print(f"  parameters: {total:,} total, {trainable:,} trainable ({100 * trainable / total:.2f} %)")
+    print(f"  ATL: {sum(p.numel() for p in model.atl.parameters()):,}, "
+          f"mask decoder: {sum(p.numel() for p in model.mask_decoder.parameters()):,}")  # fmt: skip
+    print("ATL variants:")
+    for variant in ATL_VARIANTS.values():
+        print(f"  {variant.name:<16}{variant.summary}")
+    if args.adapter:
+        print(f"adapter {args.adapter}:")
+        print(json.dumps(read_adapter_info(args.adapter).__dict__, indent=1))
