@@ -5,6 +5,7 @@ GeoTIFF) is read as such; other rasters with 4 or more bands default to bands 4,
 true colour), 3 bands to 1,2,3 and 1 band to grey. 8-bit data is used as is; other data types
 get a 2-98 percentile stretch per band, computed once over the whole raster (from a decimated
 read) so that tiles share one stretch. Nodata, alpha and GDAL masks mark invalid pixels.
+PNG and JPEG files are also decoded once by Pillow, which, unlike GDAL, rejects truncated data.
 """
 
 import warnings
@@ -14,6 +15,7 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import rasterio
+from PIL import Image
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
@@ -21,6 +23,7 @@ from rasterio.windows import Window
 STRETCH_PERCENTILES = (2.0, 98.0)
 STRETCH_SAMPLE_SIDE = 1024  # the decimated read that estimates the stretch
 RGB_TAGS = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
+PILLOW_CHECKED_DRIVERS = ("PNG", "JPEG")
 
 
 class ImageReadError(ValueError):
@@ -152,7 +155,19 @@ def _open(path: Path):
     if dataset.width == 0 or dataset.height == 0:
         dataset.close()
         raise ImageReadError(f"{path.name} has no pixels")
+    if dataset.driver in PILLOW_CHECKED_DRIVERS:
+        _check_decodes(path, dataset)
     return dataset
+
+
+def _check_decodes(path: Path, dataset) -> None:
+    """Decode PNG/JPEG fully once: GDAL pads truncated data with zeros, Pillow raises."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except (OSError, Image.DecompressionBombError) as error:
+        dataset.close()
+        raise ImageReadError(f"{path.name}: corrupt or truncated image data ({error})") from error
 
 
 def read_rgb(path: Path, bands: Optional[Sequence[int]] = None, max_pixels: int = 100_000_000):

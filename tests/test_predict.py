@@ -1,0 +1,85 @@
+import numpy as np
+import pytest
+import rasterio
+import torch
+from PIL import Image
+from rasterio.transform import from_origin
+
+from translandseg.build import build_translandseg
+from translandseg.predict import Predictor, blend_weights, predict_file, tile_starts
+from translandseg.raster import ImageReadError
+
+from conftest import write_geotiff
+
+
+@pytest.fixture(scope="module")
+def predictor_factory():
+    torch.manual_seed(0)
+    model = build_translandseg("tiny", 64)
+    return lambda **kw: Predictor(model, **kw)
+
+
+def test_tiles_cover_the_image_and_end_flush():
+    assert tile_starts(100, 64, 48) == [0, 36]
+    assert tile_starts(64, 64, 48) == [0] and tile_starts(10, 64, 48) == [0]
+    assert tile_starts(256, 64, 48) == [0, 48, 96, 144, 192]
+    weights = blend_weights(8, 8, 3)
+    assert weights.min() > 0 and weights[3:5, 3:5].min() == 1 and weights[0, 0] < weights[1, 1]
+
+
+def test_overlap_and_no_overlap_agree_away_from_seams(predictor_factory):
+    rgb = np.random.default_rng(0).integers(0, 255, (256, 256, 3), dtype=np.uint8)
+    plain = predictor_factory(overlap=0).predict_array(rgb)
+    blended = predictor_factory(overlap=16).predict_array(rgb)
+    # Tiles at 0 and 192 exist in both grids (strides 64 and 48); their parts that no other
+    # tile covers must be identical, while seams are blended.
+    np.testing.assert_allclose(blended[:48, :48], plain[:48, :48], atol=1e-6)
+    np.testing.assert_allclose(blended[208:, 208:], plain[208:, 208:], atol=1e-6)
+    assert not np.allclose(blended[60:68], plain[60:68], atol=1e-3)
+
+
+def test_blend_is_the_weighted_mean_of_the_overlapping_tiles(predictor_factory):
+    predictor = predictor_factory(overlap=16)
+    rgb = np.random.default_rng(1).integers(0, 255, (64, 112, 3), dtype=np.uint8)
+    out = predictor.predict_array(rgb)
+    left, right = predictor.tile_probability(rgb[:, :64]), predictor.tile_probability(rgb[:, 48:])
+    w = blend_weights(64, 64, 16)
+    expected = (left[:, 48:] * w[:, 48:] + right[:, :16] * w[:, :16]) / (w[:, 48:] + w[:, :16])
+    np.testing.assert_allclose(out[:, 48:64], expected, atol=1e-6)
+
+
+def test_georeferenced_multiband_raster_keeps_crs_transform_and_size(predictor_factory, tmp_path):
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 4000, (4, 2000, 3000), dtype=np.uint16)
+    data[:, :100, :100] = 0
+    transform = from_origin(430000.0, 2990000.0, 10.0, 10.0)
+    source = write_geotiff(tmp_path / "scene.tif", data, crs="EPSG:32648", transform=transform, nodata=0)
+    out = predict_file(predictor_factory(tile_size=256), source, tmp_path / "out" / "scene_mask.tif")
+    with rasterio.open(source) as src, rasterio.open(out) as mask:
+        assert mask.crs == src.crs and mask.crs.to_epsg() == 32648
+        assert mask.transform == src.transform
+        assert (mask.width, mask.height, mask.count, mask.dtypes[0]) == (3000, 2000, 1, "uint8")
+        values = mask.read(1)
+    assert set(np.unique(values)) <= {0, 255}
+    assert values[:100, :100].max() == 0  # nodata is never a landslide
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["scene_mask.tif"]
+
+
+def test_png_in_png_out_and_probability(predictor_factory, tmp_path):
+    rgb = np.random.default_rng(2).integers(0, 255, (90, 70, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    predictor = predictor_factory()
+    out = predict_file(predictor, tmp_path / "a.png", tmp_path / "a_mask.png", probability=True)
+    saved = np.array(Image.open(out))
+    assert saved.shape == (90, 70)
+    expected = np.round(predictor.predict_array(rgb) * 255)
+    assert np.abs(saved.astype(int) - expected).max() <= 1
+
+
+def test_bad_input_leaves_no_output(predictor_factory, tmp_path):
+    (tmp_path / "notes.png").write_text("not an image")
+    with pytest.raises(ImageReadError):
+        predict_file(predictor_factory(), tmp_path / "notes.png", tmp_path / "notes_mask.png")
+    assert not (tmp_path / "notes_mask.png").exists()
+    with pytest.raises(ValueError, match="overlap must be"):
+        predictor_factory(overlap=64)
