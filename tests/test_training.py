@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -114,3 +115,17 @@ def test_too_few_labels_is_a_clear_error(tiny_sam_checkpoint, tmp_path):
     loaded = load_model("tiny", tiny_sam_checkpoint, image_size=64)
     with pytest.raises(ValueError, match="label at least 2 images"):
         train(loaded, *split_pairs(pairs), tmp_path / "out", progress=False)
+
+
+def test_geotiff_chips_are_a_dataset_too(tmp_path):
+    from conftest import write_geotiff
+
+    (tmp_path / "image").mkdir()
+    (tmp_path / "label").mkdir()
+    rng = np.random.default_rng(0)
+    write_geotiff(tmp_path / "image" / "c1.tif", rng.integers(0, 3000, (13, 40, 40), dtype=np.uint16))
+    write_geotiff(tmp_path / "label" / "c1.tif", (rng.random((1, 40, 40)) > 0.7).astype(np.uint8))
+    dataset = LandslideDataset(find_pairs(tmp_path), 64, augment=True, seed=0)
+    image, mask = dataset[0]
+    assert image.shape == (3, 64, 64) and mask.shape == (1, 64, 64)
+    assert 0 <= image.min() and image.max() <= 255 and set(mask.unique().tolist()) <= {0.0, 1.0}
