@@ -42,7 +42,7 @@ def bench_encoder() -> None:
         images = torch.rand(1, 3, size, size) * 255
         with torch.inference_mode():
             model.encode(images)  # warm-up
-            seconds = _timed(lambda: model.encode(images), 3 if size < 1024 else 1)
+            seconds = _timed(lambda m=model, x=images: m.encode(x), 3 if size < 1024 else 1)
         print(f"vit_b encoder+ATL forward at {size}px: {seconds:.2f} s")
 
 
@@ -110,7 +110,8 @@ def main() -> None:
     parser.add_argument("what", choices=["encoder", "train", "tiled", "tiled-one"])
     parser.add_argument("--scene", type=Path, help="with tiled-one: the GeoTIFF to predict")
     args = parser.parse_args()
-    print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    machine = platform.processor() or platform.machine()
+    print(f"# {machine}, {torch.get_num_threads()} threads, torch {torch.__version__}")
     if args.what == "encoder":
         bench_encoder()
     elif args.what == "train":

@@ -85,7 +85,8 @@ def _model_options(parser, with_variant: bool = False, adapter_required: bool = 
     group = parser.add_argument_group("model")
     group.add_argument("--sam", choices=SAM_CONFIGS, help="SAM size (default: the adapter's, else vit_b)")
     group.add_argument("--sam-checkpoint", type=Path, help="SAM checkpoint file (default: download to the cache)")
-    group.add_argument("--cache-dir", type=Path, help=f"checkpoint cache (default ${CACHE_ENV} or ~/.cache/translandseg)")
+    group.add_argument("--cache-dir", type=Path,
+                       help=f"checkpoint cache (default ${CACHE_ENV} or ~/.cache/translandseg)")
     group.add_argument("--no-download", action="store_true", help="never download; fail if the checkpoint is absent")
     group.add_argument("--adapter", type=Path, required=adapter_required,
                        help="trained adapter (.safetensors)" + ("" if adapter_required else " to start from"))

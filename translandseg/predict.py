@@ -136,9 +136,12 @@ def predict_file(predictor: Predictor, input_path: Path, output_path: Path, band
     partial = output_path.with_name(f".{output_path.stem}.partial{output_path.suffix}")
     with RasterImage(input_path, bands) as image:
         writer = _open_writer(partial, image)
+
+        def write(window: Window, prob: np.ndarray) -> None:
+            writer.write(window, encode_mask(prob, probability))
+
         try:
-            predictor.predict_windows(image.read, image.height, image.width,
-                                      lambda w, prob: writer.write(w, encode_mask(prob, probability)), progress)  # fmt: skip
+            predictor.predict_windows(image.read, image.height, image.width, write, progress)
             writer.close()
             os.replace(partial, output_path)
         finally:

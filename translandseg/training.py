@@ -56,7 +56,7 @@ def train(
     train_pairs: Sequence[Pair],
     val_pairs: Sequence[Pair],
     out_dir: Path,
-    config: TrainConfig = TrainConfig(),
+    config: Optional[TrainConfig] = None,
     training_snapshot: str = "",
     progress: bool = True,
     on_epoch: Optional[Callable[[Dict[str, float]], None]] = None,
@@ -67,7 +67,8 @@ def train(
                          f"(got {len(train_pairs)} and {len(val_pairs)}); label at least 2 images")  # fmt: skip
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model, device = loaded.model, loaded.model.device
+    config = config or TrainConfig()
+    model = loaded.model
     dataset = LandslideDataset(train_pairs, model.image_size, augment=config.augment)
     steps_per_epoch = -(-len(dataset) // config.batch_size)
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=config.lr, weight_decay=config.weight_decay)

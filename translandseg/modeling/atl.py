@@ -161,7 +161,7 @@ class ATL(nn.Module):
         handcrafted = self.handcrafted_embed(high_frequency(images, self.frequency_rate))
         base = handcrafted.permute(0, 2, 3, 1) + self.embedding_down(patch_tokens)
         prompts = {}
-        for index, module in zip(self.block_indexes, self.lightweight):
+        for index, module in zip(self.block_indexes, self.lightweight, strict=True):
             prompt = module(base)
             prompts[index] = self.shared_up(prompt) if self.shared_up is not None else prompt
         return prompts

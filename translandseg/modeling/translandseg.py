@@ -1,6 +1,6 @@
 """TransLandSeg: a frozen SAM image encoder steered by ATL prompts, and a trainable decoder."""
 
-from typing import Iterator, List
+from typing import Iterator, Tuple
 
 import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder
@@ -19,8 +19,8 @@ class TransLandSeg(nn.Module):
         atl: ATL,
         prompt_encoder: PromptEncoder,
         mask_decoder: MaskDecoder,
-        pixel_mean: List[float] = [123.675, 116.28, 103.53],
-        pixel_std: List[float] = [58.395, 57.12, 57.375],
+        pixel_mean: Tuple[float, ...] = (123.675, 116.28, 103.53),
+        pixel_std: Tuple[float, ...] = (58.395, 57.12, 57.375),
     ) -> None:
         """
         Segments landslides without prompts: the decoder sees no sparse prompts and the
