@@ -1,0 +1,5 @@
+"""The annotation store: images, model proposals, corrected masks, prompts and reviews in SQLite."""
+
+from .store import SOURCES, STATUSES, Annotation, AnnotationStore, Prompt, StoreError
+
+__all__ = ["SOURCES", "STATUSES", "Annotation", "AnnotationStore", "Prompt", "StoreError"]

@@ -1,0 +1,94 @@
+"""The store's schema, as numbered migrations. ``PRAGMA user_version`` records the last applied.
+
+Append a function to ``MIGRATIONS`` to change the schema; never edit one that has shipped.
+"""
+
+from sqlite_utils import Database
+
+
+def _initial_schema(db: Database) -> None:
+    db["images"].create(
+        {
+            "id": str,  # SHA-256 of the file's bytes
+            "name": str,  # original file name
+            "width": int,
+            "height": int,
+            "band_count": int,
+            "crs_wkt": str,  # NULL when not georeferenced
+            "transform": str,  # JSON [a, b, c, d, e, f] of the affine pixel -> CRS transform
+            "source_path": str,
+            "data": bytes,  # the file itself, so exports never depend on the source path
+            "added_by": str,
+            "added_at": str,
+        },
+        pk="id",
+    )
+    db["models"].create(
+        {
+            "id": int,
+            "version": str,
+            "file": str,
+            "sha256": str,
+            "atl_variant": str,
+            "base_model": str,
+            "base_sha256": str,
+            "training_snapshot": str,
+            "metrics": str,  # JSON
+            "active": int,
+            "created_at": str,
+        },
+        pk="id",
+        not_null={"version"},
+    )
+    db["models"].create_index(["version"], unique=True)
+    db["training_runs"].create(
+        {
+            "id": int,
+            "model_id": int,
+            "status": str,  # queued / running / succeeded / failed / cancelled
+            "progress": float,
+            "snapshot": str,
+            "message": str,
+            "started_at": str,
+            "finished_at": str,
+        },
+        pk="id",
+        foreign_keys=[("model_id", "models", "id")],
+    )
+    db["predictions"].create(
+        {"id": int, "image_id": str, "model_version": str, "mask": bytes, "scores": str, "created_at": str},
+        pk="id",
+        foreign_keys=[("image_id", "images", "id")],
+    )
+    db["annotations"].create(
+        {
+            "id": int,
+            "image_id": str,
+            "mask": bytes,  # PNG, 0/255, the image's size
+            "source": str,  # automatic / corrected / imported / manual
+            "parent_prediction_id": int,
+            "annotator": str,
+            "created_at": str,
+        },
+        pk="id",
+        not_null={"image_id", "mask", "source"},
+        foreign_keys=[("image_id", "images", "id"), ("parent_prediction_id", "predictions", "id")],
+    )
+    db["prompts"].create(
+        {"id": int, "annotation_id": int, "seq": int, "x": float, "y": float, "label": int, "kind": str},
+        pk="id",
+        foreign_keys=[("annotation_id", "annotations", "id")],
+    )
+    db["reviews"].create(
+        {"id": int, "annotation_id": int, "status": str, "reason": str, "reviewer": str, "created_at": str},
+        pk="id",
+        not_null={"annotation_id", "status"},
+        foreign_keys=[("annotation_id", "annotations", "id")],
+    )
+    for table, column in [("predictions", "image_id"), ("annotations", "image_id"),
+                          ("prompts", "annotation_id"), ("reviews", "annotation_id")]:  # fmt: skip
+        db[table].create_index([column])
+
+
+MIGRATIONS = [_initial_schema]
+SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,232 @@
+"""The annotation store: one SQLite file holding images, model proposals, labels and reviews.
+
+Every write is one ``BEGIN IMMEDIATE`` transaction on a WAL-mode database with a busy timeout,
+so several threads or processes can save at once without losing or interleaving anything.
+A mask is a 1-bit PNG of its image's size: lossless and compact.
+"""
+
+import io
+import json
+import sqlite3
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence
+
+import numpy as np
+from PIL import Image
+from sqlite_utils import Database
+
+from translandseg.download import sha256_of
+from translandseg.raster import RasterImage
+
+from .migrations import MIGRATIONS, SCHEMA_VERSION
+
+SOURCES = ("automatic", "corrected", "imported", "manual")
+STATUSES = ("pending", "accepted", "rejected", "needs-work")
+BUSY_TIMEOUT_MS = 30_000
+MAX_STORED_BYTES = 256 * 1024 * 1024  # larger images are referenced by path only
+
+
+class StoreError(RuntimeError):
+    """A database that cannot be used, or a write that makes no sense; the message says why."""
+
+
+@dataclass(frozen=True)
+class Prompt:
+    x: float  # image pixel column
+    y: float  # image pixel row
+    label: int  # 1 positive, 0 negative
+    kind: str = "point"
+
+
+@dataclass
+class Annotation:
+    id: int
+    image_id: str
+    mask: np.ndarray
+    source: str
+    annotator: Optional[str]
+    created_at: str
+    parent_prediction_id: Optional[int]
+    status: str
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def encode_mask(mask: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(np.asarray(mask, dtype=bool)).save(out, format="PNG", optimize=True)
+    return out.getvalue()
+
+
+def decode_mask(data: bytes) -> np.ndarray:
+    return np.array(Image.open(io.BytesIO(data)).convert("1"), dtype=bool)
+
+
+class AnnotationStore:
+    def __init__(self, path: Path) -> None:
+        """Open (creating or migrating) the store at ``path``."""
+        self.path = Path(path)
+        try:
+            self.db = Database(sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_MS / 1000,
+                                               check_same_thread=False))  # fmt: skip
+            self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self.db.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+            if self.db.journal_mode != "wal":
+                self.db.enable_wal()
+        except sqlite3.DatabaseError as error:
+            raise StoreError(f"{self.path} is not a usable translandseg database: {error}") from error
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> "AnnotationStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def writing(self) -> Iterator[Database]:
+        """One write transaction, taken at once so concurrent writers queue instead of failing."""
+        self.db.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.conn.rollback()
+            raise
+        self.db.conn.commit()
+
+    def _migrate(self) -> None:
+        with self.writing():
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"{self.path} has schema version {version}, newer than this translandseg "
+                                 f"understands ({SCHEMA_VERSION}); upgrade translandseg to open it")  # fmt: skip
+            for number in range(version, SCHEMA_VERSION):
+                MIGRATIONS[number](self.db)
+                self.db.execute(f"PRAGMA user_version = {number + 1}")
+
+    @property
+    def schema_version(self) -> int:
+        return self.db.execute("PRAGMA user_version").fetchone()[0]
+
+    # images ------------------------------------------------------------------------------
+
+    def add_image(self, path: Path, added_by: str = "", name: Optional[str] = None) -> str:
+        """Register an image file (idempotent: the id is its SHA-256); returns the id."""
+        path = Path(path)
+        image_id = sha256_of(path)
+        with RasterImage(path, bands=(1, 1, 1)) as image:
+            record = {
+                "id": image_id,
+                "name": name or path.name,
+                "width": image.width,
+                "height": image.height,
+                "band_count": image.count,
+                "crs_wkt": image.crs.to_wkt() if image.crs else None,
+                "transform": json.dumps(list(image.transform)[:6]) if image.is_georeferenced else None,
+                "source_path": str(path.resolve()),
+                "data": path.read_bytes() if path.stat().st_size <= MAX_STORED_BYTES else None,
+                "added_by": added_by,
+                "added_at": now(),
+            }
+        with self.writing() as db:
+            db["images"].insert(record, ignore=True)
+        return image_id
+
+    def image(self, image_id: str) -> Dict:
+        try:
+            return self.db["images"].get(image_id)
+        except Exception:
+            raise StoreError(f"no image {image_id[:12]} in {self.path.name}") from None
+
+    # predictions, annotations, reviews ---------------------------------------------------------
+
+    def add_prediction(self, image_id: str, mask: np.ndarray, model_version: str,
+                       scores: Optional[Dict[str, float]] = None) -> int:  # fmt: skip
+        self._check_mask(image_id, mask)
+        row = {"image_id": image_id, "model_version": model_version, "mask": encode_mask(mask),
+               "scores": json.dumps(scores or {}), "created_at": now()}  # fmt: skip
+        with self.writing() as db:
+            return db["predictions"].insert(row).last_pk
+
+    def save_annotation(
+        self,
+        image_id: str,
+        mask: np.ndarray,
+        source: str,
+        annotator: str = "",
+        prompts: Sequence[Prompt] = (),
+        parent_prediction_id: Optional[int] = None,
+        review: Optional[str] = None,
+        reviewer: str = "",
+    ) -> int:
+        """Save a mask with the prompts that made it (and optionally its review) in one transaction."""
+        if source not in SOURCES:
+            raise StoreError(f"annotation source must be one of {SOURCES}, not {source!r}")
+        self._check_mask(image_id, mask)
+        row = {"image_id": image_id, "mask": encode_mask(mask), "source": source, "annotator": annotator,
+               "parent_prediction_id": parent_prediction_id, "created_at": now()}  # fmt: skip
+        with self.writing() as db:
+            annotation_id = db["annotations"].insert(row).last_pk
+            db["prompts"].insert_all(
+                {"annotation_id": annotation_id, "seq": i, "x": p.x, "y": p.y, "label": p.label, "kind": p.kind}
+                for i, p in enumerate(prompts)
+            )
+            if review is not None:
+                self._insert_review(db, annotation_id, review, reviewer, "")
+        return annotation_id
+
+    def review(self, annotation_id: int, status: str, reviewer: str = "", reason: str = "") -> int:
+        with self.writing() as db:
+            return self._insert_review(db, annotation_id, status, reviewer, reason)
+
+    def _insert_review(self, db: Database, annotation_id: int, status: str, reviewer: str, reason: str) -> int:
+        if status not in STATUSES:
+            raise StoreError(f"review status must be one of {STATUSES}, not {status!r}")
+        if status == "rejected" and not reason:
+            raise StoreError("a rejection needs a reason")
+        row = {"annotation_id": annotation_id, "status": status, "reason": reason, "reviewer": reviewer,
+               "created_at": now()}  # fmt: skip
+        return db["reviews"].insert(row).last_pk
+
+    def _check_mask(self, image_id: str, mask: np.ndarray) -> None:
+        image = self.image(image_id)
+        if np.shape(mask) != (image["height"], image["width"]):
+            raise StoreError(f"mask is {np.shape(mask)}, image {image['name']} is {image['height']}x{image['width']}")
+
+    def prompts(self, annotation_id: int) -> List[Prompt]:
+        rows = self.db["prompts"].rows_where("annotation_id = ?", [annotation_id], order_by="seq")
+        return [Prompt(r["x"], r["y"], r["label"], r["kind"]) for r in rows]
+
+    def latest_annotations(self, statuses: Optional[Sequence[str]] = None) -> List[Annotation]:
+        """The newest annotation of each image, with its latest review status, optionally filtered."""
+        rows = self.db.query(_LATEST_SQL)
+        annotations = [
+            Annotation(r["id"], r["image_id"], decode_mask(r["mask"]), r["source"], r["annotator"], r["created_at"],
+                       r["parent_prediction_id"], r["status"])  # fmt: skip
+            for r in rows
+        ]
+        return [a for a in annotations if statuses is None or a.status in statuses]
+
+    def counts_by_status(self) -> Dict[str, int]:
+        counts = dict.fromkeys(STATUSES, 0)
+        for annotation in self.latest_annotations():
+            counts[annotation.status] += 1
+        return counts
+
+
+_LATEST_SQL = """
+select a.*, coalesce(
+    (select status from reviews r where r.annotation_id = a.id order by r.id desc limit 1), 'pending'
+) as status
+from annotations a
+where a.id = (select max(id) from annotations b where b.image_id = a.image_id)
+order by a.image_id
+"""
