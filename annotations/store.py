@@ -8,6 +8,7 @@ A mask is a 1-bit PNG of its image's size: lossless and compact.
 import io
 import json
 import sqlite3
+import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -51,6 +52,8 @@ class Annotation:
     created_at: str
     parent_prediction_id: Optional[int]
     status: str
+    reviewer: Optional[str]
+    model_version: Optional[str]  # of the prediction it started from
 
 
 def now() -> str:
@@ -140,6 +143,18 @@ class AnnotationStore:
             db["images"].insert(record, ignore=True)
         return image_id
 
+    @contextmanager
+    def image_file(self, image_id: str) -> Iterator[Path]:
+        """A path holding the image's bytes: a temporary copy of the stored file, else its source."""
+        record = self.image(image_id)
+        if record["data"] is None:
+            yield Path(record["source_path"])
+            return
+        with tempfile.TemporaryDirectory(prefix="translandseg-") as folder:
+            path = Path(folder) / f"image{Path(record['name']).suffix.lower()}"
+            path.write_bytes(record["data"])
+            yield path
+
     def image(self, image_id: str) -> Dict:
         try:
             return self.db["images"].get(image_id)
@@ -205,12 +220,17 @@ class AnnotationStore:
         rows = self.db["prompts"].rows_where("annotation_id = ?", [annotation_id], order_by="seq")
         return [Prompt(r["x"], r["y"], r["label"], r["kind"]) for r in rows]
 
-    def latest_annotations(self, statuses: Optional[Sequence[str]] = None) -> List[Annotation]:
-        """The newest annotation of each image, with its latest review status, optionally filtered."""
-        rows = self.db.query(_LATEST_SQL)
+    def latest_annotation(self, image_id: str) -> Optional[Annotation]:
+        return next((a for a in self.latest_annotations(image_id=image_id)), None)
+
+    def latest_annotations(self, statuses: Optional[Sequence[str]] = None,
+                           image_id: Optional[str] = None) -> List[Annotation]:  # fmt: skip
+        """The newest annotation of each image (or of one), with its latest review, optionally filtered."""
+        where = "" if image_id is None else "and a.image_id = :image_id"
+        rows = self.db.query(_LATEST_SQL.format(where=where), {"image_id": image_id})
         annotations = [
             Annotation(r["id"], r["image_id"], decode_mask(r["mask"]), r["source"], r["annotator"], r["created_at"],
-                       r["parent_prediction_id"], r["status"])  # fmt: skip
+                       r["parent_prediction_id"], r["status"] or "pending", r["reviewer"], r["model_version"])  # fmt: skip
             for r in rows
         ]
         return [a for a in annotations if statuses is None or a.status in statuses]
@@ -223,10 +243,10 @@ class AnnotationStore:
 
 
 _LATEST_SQL = """
-select a.*, coalesce(
-    (select status from reviews r where r.annotation_id = a.id order by r.id desc limit 1), 'pending'
-) as status
+select a.*, r.status, r.reviewer, p.model_version
 from annotations a
-where a.id = (select max(id) from annotations b where b.image_id = a.image_id)
+left join reviews r on r.id = (select max(id) from reviews where annotation_id = a.id)
+left join predictions p on p.id = a.parent_prediction_id
+where a.id = (select max(id) from annotations b where b.image_id = a.image_id) {where}
 order by a.image_id
 """

@@ -43,3 +43,17 @@ def test_user_errors_exit_2_with_a_message(tiny_sam_checkpoint, tmp_path, capsys
     assert main(["train", str(tmp_path), "--out", str(tmp_path / "o"), "--sam", "tiny",
                  "--sam-checkpoint", str(tiny_sam_checkpoint)]) == 2  # fmt: skip
     assert "needs image/ and label/ folders" in capsys.readouterr().err
+
+
+def test_import_export_and_db_info_from_the_command_line(samples, tmp_path, capsys):
+    db = tmp_path / "labels.db"
+    assert main(["import", str(samples / "landslide4sense"), "--db", str(db)]) == 0
+    assert "14 new labels" in capsys.readouterr().out
+    assert main(["db", "info", "--db", str(db)]) == 0
+    assert "accepted   14" in capsys.readouterr().out
+    assert main(["export", "--db", str(db), "--out", str(tmp_path / "out"), "--formats", "png", "--zip"]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "out.zip")
+    assert len(list((tmp_path / "out" / "png" / "label").iterdir())) == 14
+    (tmp_path / "bad.db").write_bytes(b"garbage" * 200)
+    assert main(["db", "info", "--db", str(tmp_path / "bad.db")]) == 2
+    assert "not a usable translandseg database" in capsys.readouterr().err

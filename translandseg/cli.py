@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import torch
+from annotations.store import StoreError
 
 from .adapter import AdapterError, read_adapter_info
 from .build import SAM_CONFIGS, build_translandseg
@@ -18,7 +19,7 @@ from .sam_checkpoints import CACHE_ENV, CheckpointUnavailable
 from .sam_weights import CheckpointError
 
 USER_ERRORS = (AdapterError, CheckpointError, CheckpointUnavailable, DownloadError, FileNotFoundError,
-               ImageReadError, ValueError)  # fmt: skip
+               ImageReadError, StoreError, ValueError)  # fmt: skip
 CPU_TRAIN_SIZE = 256
 
 
@@ -78,7 +79,33 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("--image-size", type=int, default=1024)
     info.add_argument("--adapter", type=Path, help="print this adapter's metadata")
     info.set_defaults(run=_info)
+    _store_commands(commands)
     return parser
+
+
+def _store_commands(commands) -> None:
+    importer = commands.add_parser("import", help="import image/label folders (or images) into a label store")
+    importer.add_argument("folders", nargs="+", type=Path,
+                          help="folders with image/ and label/ (imported as accepted labels), or image files")
+    importer.add_argument("--db", type=Path, required=True, help="the SQLite label store (created if absent)")
+    importer.add_argument("--by", default="import", help="name recorded as annotator and reviewer")
+    importer.set_defaults(run=_import)
+
+    exporter = commands.add_parser("export", help="export labels as a training set",
+                                   description="Writes PNG pairs, GeoTIFF chips, GeoJSON, COCO and a manifest.")
+    exporter.add_argument("--db", type=Path, required=True)
+    exporter.add_argument("--out", type=Path, required=True)
+    exporter.add_argument("--formats", default="png,geotiff,geojson,coco", help="comma-separated subset")
+    exporter.add_argument("--status", default="accepted", help="comma-separated review statuses to export")
+    exporter.add_argument("--val-fraction", type=float, default=0.3)
+    exporter.add_argument("--seed", type=int, default=42)
+    exporter.add_argument("--zip", action="store_true", help="also pack the folder into OUT.zip")
+    exporter.set_defaults(run=_export)
+
+    db = commands.add_parser("db", help="label store commands").add_subparsers(required=True, metavar="COMMAND")
+    info = db.add_parser("info", help="counts by review status, models")
+    info.add_argument("--db", type=Path, required=True)
+    info.set_defaults(run=_db_info)
 
 
 def _model_options(parser, with_variant: bool = False, adapter_required: bool = False) -> None:
@@ -163,6 +190,39 @@ def _predict(args) -> None:
             output = default_output(path, args.out, image.is_georeferenced)
         predict_file(predictor, path, output, args.bands, args.probability, progress=True)
         print(output)
+
+
+def _import(args) -> None:
+    from annotations import AnnotationStore
+    from annotations.importing import import_images, import_pairs
+
+    with AnnotationStore(args.db) as store:
+        for path in args.folders:
+            if path.is_dir():
+                print(f"{path}: {import_pairs(store, path, args.by, progress=True)} new labels")
+            else:
+                print(f"{path}: {import_images(store, [path], args.by)} image")
+
+
+def _export(args) -> None:
+    from annotations import AnnotationStore
+    from annotations.exporting import export_training_set
+
+    with AnnotationStore(args.db) as store:
+        out = export_training_set(store, args.out, args.formats.split(","), args.status.split(","),
+                                  args.val_fraction, args.seed, args.zip, progress=True)  # fmt: skip
+    print(out)
+
+
+def _db_info(args) -> None:
+    from annotations import AnnotationStore
+
+    with AnnotationStore(args.db) as store:
+        print(f"{args.db}: schema version {store.schema_version}, {store.db['images'].count} images")
+        for status, count in store.counts_by_status().items():
+            print(f"  {status:<11}{count}")
+        for model in store.db["models"].rows:
+            print(f"  model {model['version']}{' (active)' if model['active'] else ''}: {model['metrics']}")
 
 
 def _info(args) -> None:
