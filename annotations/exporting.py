@@ -129,7 +129,7 @@ def _write_geotiff_pair(path: Path, item: ExportItem, root: Path) -> None:
             chip.write(source.read())
     mask = item.annotation.mask.astype(np.uint8) * 255
     with rasterio.open(root / "label" / f"{item.name}.tif", "w", driver="GTiff", width=mask.shape[1],
-                       height=mask.shape[0], count=1, dtype="uint8", compress="deflate", **georef) as label:  # fmt: skip
+                       height=mask.shape[0], count=1, dtype="uint8", compress="deflate", **georef) as label:
         label.write(mask, 1)
 
 
@@ -190,7 +190,7 @@ def coco(items: Sequence[ExportItem]) -> dict:
             rows, cols = np.nonzero(instance)
             bbox = [int(cols.min()), int(rows.min()), int(np.ptp(cols) + 1), int(np.ptp(rows) + 1)]
             annotations.append({"id": len(annotations) + 1, "image_id": number, "category_id": 1, "iscrowd": 0,
-                                "segmentation": coco_rle(instance), "area": int(instance.sum()), "bbox": bbox})  # fmt: skip
+                                "segmentation": coco_rle(instance), "area": int(instance.sum()), "bbox": bbox})
     categories = [{"id": 1, "name": "landslide", "supercategory": "landslide"}]
     return {"images": images, "annotations": annotations, "categories": categories}
 

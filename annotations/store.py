@@ -230,7 +230,7 @@ class AnnotationStore:
         rows = self.db.query(_LATEST_SQL.format(where=where), {"image_id": image_id})
         annotations = [
             Annotation(r["id"], r["image_id"], decode_mask(r["mask"]), r["source"], r["annotator"], r["created_at"],
-                       r["parent_prediction_id"], r["status"] or "pending", r["reviewer"], r["model_version"])  # fmt: skip
+                       r["parent_prediction_id"], r["status"] or "pending", r["reviewer"], r["model_version"])
             for r in rows
         ]
         return [a for a in annotations if statuses is None or a.status in statuses]
