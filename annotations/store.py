@@ -236,9 +236,11 @@ class AnnotationStore:
         return [a for a in annotations if statuses is None or a.status in statuses]
 
     def counts_by_status(self) -> Dict[str, int]:
+        """How many images' latest annotations stand at each review status (no mask decoded)."""
         counts = dict.fromkeys(STATUSES, 0)
-        for annotation in self.latest_annotations():
-            counts[annotation.status] += 1
+        query = f"select coalesce(status, 'pending') as status, count(*) as n from ({_LATEST_SQL.format(where='')})"
+        for row in self.db.query(query + " group by 1"):
+            counts[row["status"]] = row["n"]
         return counts
 
 
