@@ -12,14 +12,15 @@ from pathlib import Path
 from typing import Optional, Tuple
 
 import numpy as np
+from rasterio.windows import Window
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a labeling tool
 import gradio as gr  # noqa: E402
 
 from translandseg.cli import USER_ERRORS
 from translandseg.loading import LoadedModel, load_model
-from translandseg.predict import Predictor, default_output, predict_file
-from translandseg.raster import RasterImage, read_label, read_rgb
+from translandseg.predict import Predictor, default_output, encode_mask, mask_output
+from translandseg.raster import RasterImage
 
 log = logging.getLogger("translandseg.app")
 OVERLAY_COLOUR = np.array([255, 40, 40], np.float32)
@@ -60,12 +61,14 @@ def segment(file_path: Optional[str], bands_text: str, opacity: float, status: M
     try:
         bands = tuple(int(b) for b in bands_text.split(",")) if bands_text.strip() else None
         with RasterImage(Path(file_path), bands) as image:
+            rgb, valid = image.read_whole()  # decoded once: for the model and for the overlay
+            prob = Predictor(status.loaded.model).predict_array(rgb, valid)
             output = default_output(Path(file_path), out_dir, image.is_georeferenced)
-        predict_file(Predictor(status.loaded.model), Path(file_path), output, bands)
-        rgb, _ = read_rgb(Path(file_path), bands)
+            with mask_output(image, output) as writer:
+                writer.write(Window(0, 0, image.width, image.height), encode_mask(prob, probability=False))
+        mask = prob > 0.5
     except USER_ERRORS as error:
         return None, None, f"Cannot segment this file: {error}"
-    mask = read_label(output)
     share = 100 * mask.mean()
     return overlay(rgb, mask, opacity), str(output), f"{share:.1f} % of the image is landslide. {status.message}"
 

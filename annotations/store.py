@@ -5,6 +5,7 @@ so several threads or processes can save at once without losing or interleaving 
 A mask is a 1-bit PNG of its image's size: lossless and compact.
 """
 
+import hashlib
 import io
 import json
 import sqlite3
@@ -124,7 +125,8 @@ class AnnotationStore:
     def add_image(self, path: Path, added_by: str = "", name: Optional[str] = None) -> str:
         """Register an image file (idempotent: the id is its SHA-256); returns the id."""
         path = Path(path)
-        image_id = sha256_of(path)
+        data = path.read_bytes() if path.stat().st_size <= MAX_STORED_BYTES else None
+        image_id = hashlib.sha256(data).hexdigest() if data is not None else sha256_of(path)
         with RasterImage(path, bands=(1, 1, 1)) as image:
             record = {
                 "id": image_id,
@@ -135,7 +137,7 @@ class AnnotationStore:
                 "crs_wkt": image.crs.to_wkt() if image.crs else None,
                 "transform": json.dumps(list(image.transform)[:6]) if image.is_georeferenced else None,
                 "source_path": str(path.resolve()),
-                "data": path.read_bytes() if path.stat().st_size <= MAX_STORED_BYTES else None,
+                "data": data,
                 "added_by": added_by,
                 "added_at": now(),
             }
@@ -147,19 +149,22 @@ class AnnotationStore:
     def image_file(self, image_id: str) -> Iterator[Path]:
         """A path holding the image's bytes: a temporary copy of the stored file, else its source."""
         record = self.image(image_id)
-        if record["data"] is None:
+        (data,) = self.db.execute("select data from images where id = ?", [image_id]).fetchone()
+        if data is None:
             yield Path(record["source_path"])
             return
         with tempfile.TemporaryDirectory(prefix="translandseg-") as folder:
             path = Path(folder) / f"image{Path(record['name']).suffix.lower()}"
-            path.write_bytes(record["data"])
+            path.write_bytes(data)
             yield path
 
     def image(self, image_id: str) -> Dict:
-        try:
-            return self.db["images"].get(image_id)
-        except Exception:
-            raise StoreError(f"no image {image_id[:12]} in {self.path.name}") from None
+        """An image's record, without its bytes (see ``image_file``)."""
+        columns = ", ".join(c for c in self.db["images"].columns_dict if c != "data")
+        row = next(self.db.query(f"select {columns} from images where id = ?", [image_id]), None)
+        if row is None:
+            raise StoreError(f"no image {image_id[:12]} in {self.path.name}")
+        return row
 
     # predictions, annotations, reviews ---------------------------------------------------------
 

@@ -46,6 +46,9 @@ def test_full_provenance_of_a_saved_mask(tmp_path, image):
         reviews = list(store.db["reviews"].rows_where("annotation_id = ?", [annotation], order_by="id"))
         assert [(r["status"], r["reason"]) for r in reviews] == [("rejected", "misses the toe"), ("accepted", "")]
         assert store.image(image_id)["added_by"] == "ana"
+        assert "data" not in store.image(image_id)  # records stay light; bytes come via image_file
+        with store.image_file(image_id) as copy:
+            assert copy.read_bytes() == image.read_bytes()
 
 
 def test_a_failed_write_leaves_nothing_behind(tmp_path, image):

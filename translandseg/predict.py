@@ -8,8 +8,9 @@ written out at once, so memory grows with the raster's width, never with its are
 """
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import rasterio
@@ -131,23 +132,29 @@ def predict_file(predictor: Predictor, input_path: Path, output_path: Path, band
 
     The mask appears at ``output_path`` only when complete.
     """
-    output_path = Path(output_path)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = output_path.with_name(f".{output_path.stem}.partial{output_path.suffix}")
-    with RasterImage(input_path, bands) as image:
-        writer = _open_writer(partial, image)
+    with RasterImage(input_path, bands) as image, mask_output(image, output_path) as writer:
 
         def write(window: Window, prob: np.ndarray) -> None:
             writer.write(window, encode_mask(prob, probability))
 
-        try:
-            predictor.predict_windows(image.read, image.height, image.width, write, progress)
-            writer.close()
-            os.replace(partial, output_path)
-        finally:
-            writer.close()
-            partial.unlink(missing_ok=True)
-    return output_path
+        predictor.predict_windows(image.read, image.height, image.width, write, progress)
+    return Path(output_path)
+
+
+@contextmanager
+def mask_output(image: RasterImage, output_path: Path) -> Iterator["GeoTiffMaskWriter | PngMaskWriter"]:
+    """A mask writer matching ``image``'s size and georeferencing; the file appears only when complete."""
+    output_path = Path(output_path)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    partial = output_path.with_name(f".{output_path.stem}.partial{output_path.suffix}")
+    writer = _open_writer(partial, image)
+    try:
+        yield writer
+        writer.close()
+        os.replace(partial, output_path)
+    finally:
+        writer.close()
+        partial.unlink(missing_ok=True)
 
 
 class GeoTiffMaskWriter:

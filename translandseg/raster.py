@@ -105,6 +105,15 @@ class RasterImage:
         rgb[:, ~valid] = 0
         return np.ascontiguousarray(rgb.transpose(1, 2, 0)), valid
 
+    def read_whole(self, max_pixels: int = 100_000_000) -> Tuple[np.ndarray, np.ndarray]:
+        """``read()`` of the whole image, refused beyond ``max_pixels`` (use windows instead)."""
+        if self.width * self.height > max_pixels:
+            raise ImageReadError(
+                f"{self.path.name} has {self.width}x{self.height} pixels, more than {max_pixels:,} "
+                "to read at once; predict it tile by tile instead"
+            )
+        return self.read()
+
     def close(self) -> None:
         self._dataset.close()
 
@@ -173,12 +182,7 @@ def _check_decodes(path: Path, dataset) -> None:
 def read_rgb(path: Path, bands: Optional[Sequence[int]] = None, max_pixels: int = 100_000_000):
     """Whole-image RGB uint8 (H, W, 3) and validity mask; bigger images need tiled reads."""
     with RasterImage(path, bands) as image:
-        if image.width * image.height > max_pixels:
-            raise ImageReadError(
-                f"{Path(path).name} has {image.width}x{image.height} pixels, more than {max_pixels:,} "
-                "to read at once; predict it tile by tile instead"
-            )
-        return image.read()
+        return image.read_whole(max_pixels)
 
 
 def read_label(path: Path) -> np.ndarray:
