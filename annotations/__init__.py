@@ -1,5 +1,6 @@
 """The annotation store: images, model proposals, corrected masks, prompts and reviews in SQLite."""
 
-from .store import SOURCES, STATUSES, Annotation, AnnotationStore, Prompt, StoreError
+from .store import SOURCES, STATUSES, Annotation, AnnotationStore, Prompt, StoreError, session_prompts, stored_prompts
 
-__all__ = ["SOURCES", "STATUSES", "Annotation", "AnnotationStore", "Prompt", "StoreError"]
+__all__ = ["SOURCES", "STATUSES", "Annotation", "AnnotationStore", "Prompt", "StoreError", "session_prompts",
+           "stored_prompts"]

@@ -14,12 +14,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 from PIL import Image
 from sqlite_utils import Database
 
+from translandseg.correction import Box, Click
 from translandseg.download import sha256_of
 from translandseg.raster import RasterImage
 
@@ -37,10 +38,38 @@ class StoreError(RuntimeError):
 
 @dataclass(frozen=True)
 class Prompt:
+    """One stored prompt row: a click ("point"), or one corner of a box (two "box" rows)."""
+
     x: float  # image pixel column
     y: float  # image pixel row
     label: int  # 1 positive, 0 negative
     kind: str = "point"
+
+
+def stored_prompts(prompts: Sequence[Union[Click, Box]]) -> List[Prompt]:
+    """The rows that record a correction session's prompts."""
+    rows = []
+    for p in prompts:
+        if isinstance(p, Click):
+            rows.append(Prompt(p.x, p.y, int(p.positive)))
+        else:
+            rows += [Prompt(p.x0, p.y0, int(p.positive), "box"), Prompt(p.x1, p.y1, int(p.positive), "box")]
+    return rows
+
+
+def session_prompts(rows: Sequence[Prompt]) -> List[Union[Click, Box]]:
+    """The prompts that ``stored_prompts`` recorded, ready to replay."""
+    prompts, rows = [], list(rows)
+    while rows:
+        row = rows.pop(0)
+        if row.kind == "point":
+            prompts.append(Click(row.x, row.y, bool(row.label)))
+        elif row.kind == "box" and rows and rows[0].kind == "box":
+            corner = rows.pop(0)
+            prompts.append(Box(row.x, row.y, corner.x, corner.y, bool(row.label)))
+        else:
+            raise StoreError(f"unreadable stored prompt {row}")
+    return prompts
 
 
 @dataclass

@@ -4,11 +4,10 @@ import rasterio
 import torch
 
 import app
+from conftest import write_geotiff, write_pairs
 from translandseg.data import find_pairs, split_pairs
 from translandseg.loading import load_model
 from translandseg.training import TrainConfig, train
-
-from conftest import write_geotiff, write_pairs
 
 
 @pytest.fixture(scope="module")

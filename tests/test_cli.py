@@ -3,9 +3,8 @@ import json
 import numpy as np
 import rasterio
 
-from translandseg.cli import main
-
 from conftest import write_geotiff, write_pairs
+from translandseg.cli import main
 
 
 def test_info_reports_vit_l_share_without_a_checkpoint(capsys):

@@ -12,9 +12,8 @@ from rasterio.transform import from_origin
 from annotations.exporting import coco_rle, export_training_set, safe_name
 from annotations.importing import import_images, import_pairs
 from annotations.store import AnnotationStore, Prompt
-from translandseg.data import find_pairs
-
 from conftest import write_geotiff
+from translandseg.data import find_pairs
 
 
 def test_real_samples_round_trip_identically(samples, tmp_path):

@@ -5,11 +5,10 @@ import torch
 from PIL import Image
 from rasterio.transform import from_origin
 
+from conftest import write_geotiff
 from translandseg.build import build_translandseg
 from translandseg.predict import Predictor, blend_weights, predict_file, tile_starts
 from translandseg.raster import ImageReadError
-
-from conftest import write_geotiff
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,8 @@ import pytest
 from PIL import Image
 from rasterio.enums import ColorInterp
 
-from translandseg.raster import ImageReadError, RasterImage, default_bands, read_label, read_rgb
-
 from conftest import write_geotiff
+from translandseg.raster import ImageReadError, RasterImage, default_bands, read_label, read_rgb
 
 
 def test_default_bands():

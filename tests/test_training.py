@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import write_pairs
 from translandseg.adapter import read_adapter_info
 from translandseg.data import LandslideDataset, find_all_pairs, find_pairs, split_pairs
 from translandseg.evaluation import evaluate
@@ -11,8 +12,6 @@ from translandseg.loading import load_model
 from translandseg.losses import bce_iou_loss
 from translandseg.predict import Predictor
 from translandseg.training import TrainConfig, train
-
-from conftest import write_pairs
 
 
 def _step(model, images, masks, optimizer):
@@ -40,7 +39,7 @@ def test_loss_falls_on_a_fixed_batch(tiny_sam_checkpoint, tmp_path):
     torch.manual_seed(0)
     model = load_model("tiny", tiny_sam_checkpoint, image_size=64).model.train()
     dataset = LandslideDataset(find_pairs(write_pairs(tmp_path / "d", 4)), 64)
-    images, masks = map(torch.stack, zip(*[dataset[i] for i in range(4)]))
+    images, masks = map(torch.stack, zip(*[dataset[i] for i in range(4)], strict=True))
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=5e-3)
     losses = [_step(model, images, masks, optimizer) for _ in range(20)]
     assert losses[-1] < 0.8 * losses[0], losses

@@ -7,7 +7,7 @@ from typing import Tuple
 import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, TwoWayTransformer
 
-from .modeling import DEFAULT_ATL_VARIANT, ATL, TransLandSeg, get_variant
+from .modeling import ATL, DEFAULT_ATL_VARIANT, TransLandSeg, get_variant
 
 PATCH_SIZE = 16
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import torch
+
 from annotations.store import StoreError
 
 from .adapter import AdapterError, read_adapter_info

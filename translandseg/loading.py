@@ -1,11 +1,13 @@
 """Assemble a ready TransLandSeg model: SAM base weights, then an adapter if one is given."""
 
+import copy
 import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
+from segment_anything.modeling import MaskDecoder
 
 from .adapter import AdapterInfo, load_adapter, read_adapter_info
 from .build import build_translandseg
@@ -17,12 +19,20 @@ from .sam_weights import load_sam_weights, read_sam_state_dict
 
 @dataclass
 class LoadedModel:
+    """TransLandSeg for automatic masks, and SAM's own decoder for point prompts."""
+
     model: TransLandSeg
     model_type: str
     sam_checkpoint: Path
     sam_sha256: str
+    prompt_decoder: MaskDecoder
     adapter: Optional[AdapterInfo] = None
     adapter_path: Optional[Path] = None
+
+    @property
+    def prompt_model_id(self) -> str:
+        """Names the plain SAM encoder whose embeddings point prompts use (for embedding caches)."""
+        return f"{self.model_type}-{self.sam_sha256[:16]}-{self.model.image_size}"
 
     def describe(self) -> str:
         line = f"SAM {self.model_type} ({self.sam_checkpoint.name}), {self.model.image_size}px"
@@ -65,7 +75,8 @@ def load_model(
     model = build_translandseg(model_type, image_size or 1024, variant or DEFAULT_ATL_VARIANT)
     load_sam_weights(model, read_sam_state_dict(checkpoint))
     model.to(torch.device(device))
-    loaded = LoadedModel(model, model_type, checkpoint, checkpoint_sha256(checkpoint))
+    prompt_decoder = copy.deepcopy(model.mask_decoder).requires_grad_(False).eval()  # before any adapter
+    loaded = LoadedModel(model, model_type, checkpoint, checkpoint_sha256(checkpoint), prompt_decoder)
     if adapter is not None:
         loaded.adapter = load_adapter(model, adapter, model_type, loaded.sam_sha256)
         loaded.adapter_path = Path(adapter)

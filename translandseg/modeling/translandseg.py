@@ -77,6 +77,10 @@ class TransLandSeg(nn.Module):
             tokens = block(tokens)
         return encoder.neck(tokens.permute(0, 3, 1, 2))
 
+    def encode_plain(self, images: torch.Tensor) -> torch.Tensor:
+        """SAM's own embeddings (no ATL prompts) of 0-255 RGB ``images`` (B, 3, S, S), for point prompts."""
+        return self.image_encoder((images - self.pixel_mean) / self.pixel_std)
+
     def decode(self, embeddings: torch.Tensor) -> torch.Tensor:
         """Landslide logits (B, 1, S, S) from image embeddings, with no prompts."""
         pe = self.prompt_encoder.get_dense_pe()
