@@ -233,7 +233,7 @@ def test_prefetch_encodes_in_the_background(session):
 
 def test_concurrent_requests_compute_an_embedding_once(tmp_path):
     cache = EmbeddingCache(memory_mb=1, folder=tmp_path)
-    key = EmbeddingKey("sha", "model", (0, 0, 8, 8), (1, 2, 3))
+    key = EmbeddingKey("sha", "model", (0, 0, 8, 8), "bands 1,2,3")
     calls = []
 
     def compute():
@@ -252,7 +252,7 @@ def test_concurrent_requests_compute_an_embedding_once(tmp_path):
 
 def test_cache_bounds_memory_and_recovers_from_damaged_files(tmp_path):
     cache = EmbeddingCache(memory_mb=1, folder=tmp_path)
-    keys = [EmbeddingKey("sha", "model", (i, 0, 8, 8), (1, 2, 3)) for i in range(3)]
+    keys = [EmbeddingKey("sha", "model", (i, 0, 8, 8), "bands 1,2,3") for i in range(3)]
     for i, key in enumerate(keys):
         cache.get(key, lambda i=i: np.full((256, 512), i, np.float32))  # 0.5 MB each
     assert cache.memory_used <= 2**20

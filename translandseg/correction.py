@@ -251,7 +251,7 @@ class CorrectionSession:
         return rgb, valid
 
     def embedding_key(self, window: WindowBox) -> EmbeddingKey:
-        return self.prompter.key(self.image_sha256, window, self.image.bands)
+        return self.prompter.key(self.image_sha256, window, self.image.rendering)
 
     def _require_prompter(self) -> None:
         if self.prompter is None:

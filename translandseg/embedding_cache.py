@@ -26,11 +26,11 @@ class EmbeddingKey:
     image_sha256: str
     model_id: str  # the encoder and its input size
     window: Tuple[int, int, int, int]  # col_off, row_off, width, height in image pixels
-    bands: Tuple[int, ...]
+    rendering: str  # bands and stretch, see RasterImage.rendering
 
     @property
     def file_name(self) -> str:
-        text = f"{self.image_sha256}|{self.model_id}|{self.window}|{self.bands}"
+        text = f"{self.image_sha256}|{self.model_id}|{self.window}|{self.rendering}"
         return hashlib.sha256(text.encode()).hexdigest()[:40] + ".npy"
 
 

@@ -5,7 +5,7 @@ size, padded bottom-right with the mean colour) and masks are brought back to wi
 """
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
@@ -49,8 +49,8 @@ class PointPrompter:
         self.cache = cache
         self.transform = ResizeLongestSide(model.image_size)
 
-    def key(self, image_sha256: str, window: Tuple[int, int, int, int], bands: Sequence[int]) -> EmbeddingKey:
-        return EmbeddingKey(image_sha256, self.model_id, tuple(window), tuple(bands))
+    def key(self, image_sha256: str, window: Tuple[int, int, int, int], rendering: str) -> EmbeddingKey:
+        return EmbeddingKey(image_sha256, self.model_id, tuple(window), rendering)
 
     def embedding(self, key: EmbeddingKey, read_rgb) -> np.ndarray:
         """The window's embedding (C, G, G): cached, or encoded from ``read_rgb()``."""

@@ -60,11 +60,13 @@ class Stretch:
 class RasterImage:
     """An open image: size, georeferencing, and windowed reads of RGB + validity."""
 
-    def __init__(self, path: Path, bands: Optional[Sequence[int]] = None) -> None:
+    def __init__(self, path: Path, bands: Optional[Sequence[int]] = None,
+                 percentiles: Tuple[float, float] = STRETCH_PERCENTILES) -> None:  # fmt: skip
         self.path = Path(path)
         self._dataset = _open(self.path)
         try:
             self.bands = self._check_bands(bands)
+            self.percentiles = _check_percentiles(percentiles)
             self.stretch = self._estimate_stretch()
         except Exception:
             self._dataset.close()
@@ -94,11 +96,21 @@ class RasterImage:
     def is_georeferenced(self) -> bool:
         return self.crs is not None
 
-    def read(self, window: Optional[Window] = None) -> Tuple[np.ndarray, np.ndarray]:
-        """RGB uint8 (H, W, 3) and a validity mask (H, W) of ``window`` (default: all)."""
+    @property
+    def rendering(self) -> str:
+        """Names the band choice and stretch that turn this raster into RGB."""
+        stretch = "8-bit" if self.stretch.low is None else "{:g}-{:g}%".format(*self.percentiles)
+        return f"bands {','.join(map(str, self.bands))}, {stretch}"
+
+    def read(self, window: Optional[Window] = None, out_shape: Optional[Tuple[int, int]] = None):
+        """RGB uint8 (H, W, 3) and a validity mask (H, W) of ``window`` (default: all),
+        decimated to ``out_shape`` (height, width) when given."""
+        shape = None if out_shape is None else (3, *out_shape)
         try:
-            data = self._dataset.read(list(self.bands), window=window)
-            valid = self._dataset.read_masks(list(set(self.bands)), window=window).min(axis=0) > 0
+            data = self._dataset.read(list(self.bands), window=window, out_shape=shape)
+            masks = self._dataset.read_masks(list(set(self.bands)), window=window,
+                                             out_shape=None if shape is None else (len(set(self.bands)), *out_shape))
+            valid = masks.min(axis=0) > 0
         except RasterioError as error:
             raise ImageReadError(f"{self.path.name}: corrupt or truncated image data ({error})") from error
         rgb = self.stretch.apply(data)
@@ -113,6 +125,13 @@ class RasterImage:
                 "to read at once; predict it tile by tile instead"
             )
         return self.read()
+
+    def quicklook(self, max_side: int) -> Tuple[np.ndarray, np.ndarray]:
+        """The whole image decimated so that its longer side is at most ``max_side``."""
+        scale = max(self.width, self.height) / max_side
+        if scale <= 1:
+            return self.read()
+        return self.read(out_shape=(max(1, round(self.height / scale)), max(1, round(self.width / scale))))
 
     def close(self) -> None:
         self._dataset.close()
@@ -144,10 +163,17 @@ class RasterImage:
             values = band.compressed()
             values = values[np.isfinite(values)]
             if values.size:
-                low[i], high[i] = np.percentile(values, STRETCH_PERCENTILES)
+                low[i], high[i] = np.percentile(values, self.percentiles)
             if high[i] <= low[i]:
                 high[i] = low[i] + 1
         return Stretch(low.astype(np.float32), high.astype(np.float32))
+
+
+def _check_percentiles(percentiles: Sequence[float]) -> Tuple[float, float]:
+    low, high = (float(p) for p in percentiles)
+    if not 0 <= low < high <= 100:
+        raise ImageReadError(f"stretch percentiles must satisfy 0 <= low < high <= 100, not {low:g}-{high:g}")
+    return low, high
 
 
 def _open(path: Path):
