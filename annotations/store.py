@@ -205,6 +205,12 @@ class AnnotationStore:
         with self.writing() as db:
             return db["predictions"].insert(row).last_pk
 
+    def prediction_mask(self, prediction_id: int) -> np.ndarray:
+        row = next(self.db.query("select mask from predictions where id = ?", [prediction_id]), None)
+        if row is None:
+            raise StoreError(f"no prediction {prediction_id} in {self.path.name}")
+        return decode_mask(row["mask"])
+
     def save_annotation(
         self,
         image_id: str,
@@ -215,6 +221,7 @@ class AnnotationStore:
         parent_prediction_id: Optional[int] = None,
         review: Optional[str] = None,
         reviewer: str = "",
+        reason: str = "",
     ) -> int:
         """Save a mask with the prompts that made it (and optionally its review) in one transaction."""
         if source not in SOURCES:
@@ -229,7 +236,7 @@ class AnnotationStore:
                 for i, p in enumerate(prompts)
             )
             if review is not None:
-                self._insert_review(db, annotation_id, review, reviewer, "")
+                self._insert_review(db, annotation_id, review, reviewer, reason)
         return annotation_id
 
     def review(self, annotation_id: int, status: str, reviewer: str = "", reason: str = "") -> int:
@@ -268,6 +275,31 @@ class AnnotationStore:
             for r in rows
         ]
         return [a for a in annotations if statuses is None or a.status in statuses]
+
+    def queue(self) -> List[Dict]:
+        """Every image in the order added, with the review status of its latest annotation
+        ("pending" when unreviewed or not yet labelled) and who labelled it."""
+        query = f"""
+            select i.id, i.name, i.width, i.height, coalesce(l.status, 'pending') as status, l.annotator,
+                   l.id is not null as labelled
+            from images i left join ({_LATEST_SQL.format(where='')}) l on l.image_id = i.id
+            order by i.added_at, i.id"""
+        return list(self.db.query(query))
+
+    # models --------------------------------------------------------------------------------
+
+    def register_model(self, version: str, file: str, sha256: str, atl_variant: str, base_model: str,
+                       base_sha256: str, training_snapshot: str = "", metrics: Optional[Dict] = None) -> int:  # fmt: skip
+        """Record a model version (once; registering it again returns the same id)."""
+        row = {"version": version, "file": file, "sha256": sha256, "atl_variant": atl_variant,
+               "base_model": base_model, "base_sha256": base_sha256, "training_snapshot": training_snapshot,
+               "metrics": json.dumps(metrics or {}), "active": 0, "created_at": now()}  # fmt: skip
+        with self.writing() as db:
+            db["models"].insert(row, ignore=True)
+            return db.execute("select id from models where version = ?", [version]).fetchone()[0]
+
+    def models(self) -> List[Dict]:
+        return [dict(r, metrics=json.loads(r["metrics"] or "{}")) for r in self.db["models"].rows_where(order_by="id")]
 
     def counts_by_status(self) -> Dict[str, int]:
         """How many images' latest annotations stand at each review status (no mask decoded)."""

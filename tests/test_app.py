@@ -1,16 +1,24 @@
+"""The web app's event handlers, called directly on a tiny SAM, a trained adapter and a temp store."""
+
+import zipfile
+
+import gradio as gr
 import numpy as np
 import pytest
-import rasterio
 import torch
+from PIL import Image
 
-import app
+from annotations import AnnotationStore
 from conftest import write_geotiff, write_pairs
+from translandseg import webapp
 from translandseg.data import find_pairs, split_pairs
 from translandseg.loading import load_model
 from translandseg.training import TrainConfig, train
 
+STRETCH = "2-98 %"
 
-@pytest.fixture(scope="module")
+
+@pytest.fixture(scope="session")
 def adapter(tiny_sam_checkpoint, tmp_path_factory):
     root = tmp_path_factory.mktemp("app")
     torch.manual_seed(0)
@@ -19,32 +27,144 @@ def adapter(tiny_sam_checkpoint, tmp_path_factory):
     return train(loaded, *split_pairs(pairs), root / "run", TrainConfig(epochs=1), progress=False).adapter_path
 
 
-def test_segment_handler_shows_overlay_and_offers_a_georeferenced_mask(adapter, tiny_sam_checkpoint, tmp_path):
-    args = app.parse_args(["--adapter", str(adapter), "--sam-checkpoint", str(tiny_sam_checkpoint)])
-    assert args.sam == "tiny"  # taken from the adapter
-    status = app.load_status(args)
-    assert status.loaded is not None and "adapter.safetensors" in status.message
-    scene = write_geotiff(tmp_path / "scene.tif", np.random.default_rng(0).integers(0, 255, (4, 80, 90), dtype=np.uint8))
-    shown, mask_file, message = app.segment(str(scene), "", 0.5, status, tmp_path / "out")
-    assert shown.shape == (80, 90, 3) and "% of the image is landslide" in message
-    with rasterio.open(mask_file) as mask, rasterio.open(scene) as src:
-        assert mask.crs == src.crs and mask.transform == src.transform
+def app_args(tmp_path, adapter, checkpoint, *extra):
+    return webapp.parse_args(["--adapter", str(adapter), "--sam-checkpoint", str(checkpoint), "--data-dir",
+                              str(tmp_path / "data"), "--cache-dir", str(tmp_path / "cache"), *extra])  # fmt: skip
 
 
-def test_handler_explains_bad_input_and_missing_model(adapter, tiny_sam_checkpoint, tmp_path):
-    status = app.load_status(app.parse_args(["--adapter", str(adapter), "--sam-checkpoint", str(tiny_sam_checkpoint)]))
+@pytest.fixture
+def workspace(tmp_path, adapter, tiny_sam_checkpoint):
+    return webapp.open_workspace(app_args(tmp_path, adapter, tiny_sam_checkpoint))
+
+
+@pytest.fixture
+def scenes(tmp_path):
+    rng = np.random.default_rng(0)
+    return [write_geotiff(tmp_path / f"scene{i}.tif", rng.integers(0, 255, (4, 80, 90), dtype=np.uint8))
+            for i in range(2)]  # fmt: skip
+
+
+def select(x, y):
+    return gr.SelectData(None, {"index": [x, y], "value": None, "selected": True})
+
+
+def test_upload_shows_the_automatic_mask_and_queues_every_image(workspace, scenes):
+    session, picture, info, queue = webapp.upload(workspace, [str(s) for s in scenes], "ana", "", STRETCH, 0.5, None)
+    assert picture.shape == (80, 90, 3) and "Automatic mask by adapter-" in info and "1 more image" in info
+    assert [row[:2] for row in queue] == [["scene0.tif", "unlabelled"], ["scene1.tif", "unlabelled"]]
+    with AnnotationStore(workspace.db_path) as store:
+        (prediction,) = store.db["predictions"].rows
+        assert prediction["model_version"] == workspace.model.version
+        (model,) = store.models()
+        assert model["version"] == workspace.model.version and model["metrics"]["miou"] >= 0
+    hidden, _ = webapp.edit("undo", 0.0, session)
+    assert np.array_equal(hidden, session.quicklook)  # opacity 0 hides the mask
+
+
+def test_clicks_correct_the_mask_and_report_map_coordinates(workspace, scenes):
+    session, before, *_ = webapp.upload(workspace, [str(scenes[0])], "ana", "", STRETCH, 0.5, None)
+    target = session.mask.copy()
+    after, info = webapp.click(select(45, 40), "positive", 0.5, session)
+    assert "Positive click at pixel (45, 40) = (500455.00, 2999595.00) EPSG:32648" in info and " ms" in info
+    assert not np.array_equal(after, before) and (session.mask | target).sum() >= target.sum()
+    assert after[40, 45].tolist() == [40, 220, 60]  # the green dot
+    _, info = webapp.edit("undo", 0.5, session)
+    assert "0 click(s)" in info and np.array_equal(session.mask, target)
+    _, info = webapp.edit("redo", 0.5, session)
+    assert "1 click(s)" in info
+    _, info = webapp.edit("reset", 0.5, session)
+    assert np.array_equal(session.mask, target) and "automatic mask" in info
+    _, info = webapp.click(select(500, 40), "positive", 0.5, session)  # off the picture
+    assert "not applied" in info and "off the image" in info
+
+
+def test_save_review_and_next_then_reopen_restores_mask_and_prompts(workspace, scenes):
+    session, *_ = webapp.upload(workspace, [str(s) for s in scenes], "", "", STRETCH, 0.5, None)
+    webapp.click(select(45, 40), "positive", 0.5, session)
+    clicked_mask = session.mask.copy()
+    first_id = session.image_id
+    *_, info, _ = webapp.save(workspace, "accepted", "", "", "", STRETCH, 0.5, session)
+    assert "Enter your name" in info
+    *_, info, _ = webapp.save(workspace, "rejected", "ana", "", "", STRETCH, 0.5, session)
+    assert "Not saved" in info and "reason" in info
+    session, _, info, queue = webapp.save(workspace, "accepted", "ana", "", "", STRETCH, 0.5, session)
+    assert "accepted" in info and "Next: **scene1.tif**" in info and session.image_id != first_id
+    assert queue[0][:3] == ["scene0.tif", "accepted", "ana"]
+    with AnnotationStore(workspace.db_path) as store:
+        annotation = store.latest_annotation(first_id)
+        assert (annotation.source, annotation.status, annotation.reviewer) == ("corrected", "accepted", "ana")
+        assert [(p.x, p.y, p.label) for p in store.prompts(annotation.id)] == [(45, 40, 1)]
+        assert annotation.model_version == workspace.model.version
+    reopened, picture, info = webapp.open_from_queue(workspace, gr.SelectData(None, {"index": [0, 0], "value": "",
+                                                     "row_value": queue[0]}), "", STRETCH, 0.5, session)  # fmt: skip
+    assert "Restored the accepted corrected mask saved by ana" in info
+    assert np.array_equal(reopened.mask, clicked_mask) and len(reopened.correction.prompts) == 1
+    assert reopened.correction.can_undo  # the restored clicks can be undone one by one
+
+
+def test_export_tab_offers_a_zip(workspace, scenes):
+    session, *_ = webapp.upload(workspace, [str(scenes[0])], "ana", "", STRETCH, 0.5, None)
+    assert webapp.export(workspace, ["accepted"], ["png"])[0] is None  # nothing accepted yet
+    webapp.save(workspace, "accepted", "ana", "", "", STRETCH, 0.5, session)
+    archive, info = webapp.export(workspace, ["accepted"], ["png", "geojson"])
+    names = zipfile.ZipFile(archive).namelist()
+    assert "Exported" in info and any(n.endswith("manifest.csv") for n in names)
+    assert any(n.endswith("landslides.geojson") for n in names) and any("/label/" in n for n in names)
+
+
+def test_bad_uploads_get_clear_messages_and_lose_nothing(workspace, scenes, tmp_path, adapter, tiny_sam_checkpoint):
+    session, *_ = webapp.upload(workspace, [str(scenes[0])], "ana", "", STRETCH, 0.5, None)
+    webapp.save(workspace, "accepted", "ana", "", "", STRETCH, 0.5, session)
     (tmp_path / "empty.png").write_bytes(b"")
-    shown, file, message = app.segment(str(tmp_path / "empty.png"), "", 0.5, status, tmp_path)
-    assert shown is None and file is None and "empty" in message
-    shown, file, message = app.segment(str(adapter), "", 0.5, status, tmp_path)
-    assert shown is None and "not a readable image" in message
-    assert "No trained adapter" in app.load_status(app.parse_args([])).message
-    missing = app.load_status(app.parse_args(["--adapter", str(tmp_path / "none.safetensors")]))
-    assert missing.loaded is None and "could not be loaded" in missing.message
+    (tmp_path / "notes.txt").write_text("not an image")
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "whole.png")
+    (tmp_path / "cut.png").write_bytes((tmp_path / "whole.png").read_bytes()[:60])
+    two_bands = write_geotiff(tmp_path / "two.tif", np.zeros((2, 20, 20), np.uint16))
+    bad = [tmp_path / "empty.png", tmp_path / "notes.txt", tmp_path / "cut.png"]
+    kept, _, info, queue = webapp.upload(workspace, [str(p) for p in bad], "ana", "", STRETCH, 0.5, session)
+    assert kept is session and "empty (0 bytes)" in info and "not a readable image" in info and "corrupt" in info
+    _, _, info, _ = webapp.upload(workspace, [str(two_bands)], "ana", "", STRETCH, 0.5, session)
+    assert "2-band raster has no default RGB rendering" in info
+    _, _, info, _ = webapp.upload(workspace, [str(two_bands)], "ana", "1,2,2", STRETCH, 0.5, session)
+    assert "**two.tif**" in info  # opens once bands are chosen
+    small = webapp.open_workspace(app_args(tmp_path, adapter, tiny_sam_checkpoint, "--max-pixels", "1000"))
+    _, _, info, _ = webapp.upload(small, [str(scenes[1])], "ana", "", STRETCH, 0.5, None)
+    assert "more than this app accepts (1,000)" in info
+    with AnnotationStore(workspace.db_path) as store:
+        assert store.counts_by_status()["accepted"] == 1
 
 
-def test_overlay_tints_only_the_mask():
-    rgb = np.full((2, 2, 3), 100, np.uint8)
-    mask = np.array([[True, False], [False, False]])
-    out = app.overlay(rgb, mask, 1.0)
-    assert out[0, 0].tolist() == [255, 40, 40] and out[1, 1].tolist() == [100, 100, 100]
+def test_many_bands_default_to_true_colour(workspace, tmp_path):
+    data = np.random.default_rng(0).integers(0, 4000, (14, 32, 32), dtype=np.uint16)  # Landslide4Sense-like
+    session, _, info, _ = webapp.upload(workspace, [str(write_geotiff(tmp_path / "s2.tif", data))], "a", "", STRETCH,
+                                        0.5, None)  # fmt: skip
+    assert "14 band(s) shown as bands 4,3,2, 2-98%" in info
+    grey = write_geotiff(tmp_path / "grey.tif", data[:1])
+    _, _, info, _ = webapp.upload(workspace, [str(grey)], "a", "", "min-max", 0.5, session)
+    assert "1 band(s) shown as bands 1,1,1, 0-100%" in info
+
+
+def test_without_a_model_the_app_explains_and_still_labels(tmp_path, scenes):
+    args = webapp.parse_args(["--sam", "vit_b", "--sam-checkpoint", str(tmp_path / "missing.pth"),
+                              "--data-dir", str(tmp_path / "data")])  # fmt: skip
+    workspace = webapp.open_workspace(args)
+    assert workspace.model is None and webapp.banner(workspace).startswith("**No model is loaded")
+    session, picture, info, _ = webapp.upload(workspace, [str(scenes[0])], "ana", "", STRETCH, 0.5, None)
+    assert "No automatic mask" in info and not session.mask.any()
+    _, info = webapp.click(select(10, 10), "positive", 0.5, session)
+    assert "no SAM model is loaded" in info
+    assert "No model is loaded" in webapp.model_report(workspace)
+
+
+def test_sam_without_adapter_gives_clicks_but_no_automatic_mask(tmp_path, scenes, tiny_sam_checkpoint):
+    args = webapp.parse_args(["--sam", "tiny", "--sam-checkpoint", str(tiny_sam_checkpoint),
+                              "--data-dir", str(tmp_path / "data"), "--cache-dir", str(tmp_path / "cache")])  # fmt: skip
+    workspace = webapp.open_workspace(args)
+    assert "No trained adapter" in webapp.banner(workspace)
+    session, _, info, _ = webapp.upload(workspace, [str(scenes[0])], "ana", "", STRETCH, 0.5, None)
+    assert "No automatic mask" in info
+    _, info = webapp.click(select(10, 10), "positive", 0.5, session)
+    assert "mask updated" in info
+    *_, info, _ = webapp.save(workspace, None, "ana", "", "", STRETCH, 0.5, session)
+    with AnnotationStore(workspace.db_path) as store:
+        assert store.latest_annotation(session.image_id).source == "corrected"

@@ -25,6 +25,12 @@ CPU_TRAIN_SIZE = 256
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["serve"]:  # the web app parses its own options
+        from .webapp import main as serve
+
+        serve(argv[1:])
+        return 0
     args = _parser().parse_args(argv)
     try:
         return args.run(args) or 0
@@ -73,6 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     _tile_options(predict)
     predict.set_defaults(run=_predict)
 
+    commands.add_parser("serve", add_help=False, help="start the web app (options: translandseg serve --help)")
     info = commands.add_parser("info", help="parameter counts, ATL variants, adapter metadata",
                                description="Works without any checkpoint: models are built on the meta device.")
     info.add_argument("--sam", choices=SAM_CONFIGS, default="vit_l")

@@ -165,7 +165,14 @@ class CorrectionSession:
         """Start encoding the window around (x, y) (the whole image when it fits) in the background."""
         self._require_prompter()
         window = self.window_for(x, y)
-        self.prompter.cache.prefetch(self.embedding_key(window), lambda: self.prompter.encode(self._read(window)[0]))
+        image = self.image
+        path, bands, percentiles = image.path, image.bands, image.percentiles
+
+        def encode() -> np.ndarray:  # its own file handle: GDAL datasets are not shared across threads
+            with RasterImage(path, bands, percentiles) as own:
+                return self.prompter.encode(own.read(Window(*window))[0])
+
+        self.prompter.cache.prefetch(self.embedding_key(window), encode)
 
     def window_for(self, x: float, y: float) -> WindowBox:
         """The encoder window that a new object at (x, y) uses."""

@@ -28,6 +28,14 @@ class LoadedModel:
     prompt_decoder: MaskDecoder
     adapter: Optional[AdapterInfo] = None
     adapter_path: Optional[Path] = None
+    adapter_sha256: Optional[str] = None
+
+    @property
+    def version(self) -> Optional[str]:
+        """Names the trained model that makes automatic masks; None without an adapter."""
+        if self.adapter_path is None:
+            return None
+        return f"{self.adapter_path.stem}-{self.adapter_sha256[:12]}"
 
     @property
     def prompt_model_id(self) -> str:
@@ -80,5 +88,6 @@ def load_model(
     if adapter is not None:
         loaded.adapter = load_adapter(model, adapter, model_type, loaded.sam_sha256)
         loaded.adapter_path = Path(adapter)
+        loaded.adapter_sha256 = checkpoint_sha256(adapter)
     model.eval()
     return loaded

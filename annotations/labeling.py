@@ -1,0 +1,256 @@
+"""Labeling an image against the store: open → automatic mask → clicks → save and review → next.
+
+A ``Workspace`` is what every analyst shares (the store file, the model, the embedding cache);
+a ``LabelingSession`` is one analyst's open image. Each store access opens its own connection,
+so sessions in several threads or processes can save at once.
+"""
+
+import math
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from translandseg.correction import DEFAULT_WINDOW_SIZE, Box, Click, CorrectionError, CorrectionSession
+from translandseg.download import sha256_of
+from translandseg.embedding_cache import EmbeddingCache
+from translandseg.loading import LoadedModel
+from translandseg.overlay import render
+from translandseg.predict import Predictor
+from translandseg.prompting import PointPrompter
+from translandseg.raster import STRETCH_PERCENTILES, ImageReadError, RasterImage
+
+from .store import AnnotationStore, session_prompts, stored_prompts
+
+QUICKLOOK_SIDE = 1536  # the longest side shown in the browser
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_bytes: int = 1024 * 2**20
+    max_pixels: int = 100_000_000
+
+
+@dataclass
+class Workspace:
+    db_path: Path
+    images_dir: Path  # uploaded files, kept under their SHA-256
+    model: Optional[LoadedModel]
+    model_message: str  # what the UI banner and the log say about the model
+    embeddings: EmbeddingCache = field(default_factory=EmbeddingCache)
+    limits: Limits = field(default_factory=Limits)
+    window_size: int = DEFAULT_WINDOW_SIZE
+
+    def __post_init__(self) -> None:
+        self.images_dir.mkdir(parents=True, exist_ok=True)
+        self.prompter = None
+        if self.model is not None:
+            m = self.model
+            self.prompter = PointPrompter(m.model, m.prompt_decoder, m.prompt_model_id, self.embeddings)
+        with self.store() as store:  # creates or migrates the file now, not on the first click
+            if self.model is not None and self.model.version is not None:
+                _register(store, self.model)
+
+    def store(self) -> AnnotationStore:
+        return AnnotationStore(self.db_path)
+
+    def queue(self) -> List[Dict]:
+        with self.store() as store:
+            return store.queue()
+
+    def next_pending(self, after: Optional[str] = None) -> Optional[str]:
+        """The first pending image after ``after`` in queue order (wrapping round), or None."""
+        ids = [row["id"] for row in self.queue() if row["status"] == "pending"]
+        if not ids:
+            return None
+        order = [row["id"] for row in self.queue()]
+        start = order.index(after) + 1 if after in order else 0
+        return min(ids, key=lambda i: (order.index(i) - start) % len(order))
+
+    def keep_upload(self, path: Path) -> Tuple[Path, str]:
+        """Check an uploaded file's size and copy it to the images folder; returns (path, SHA-256)."""
+        path = Path(path)
+        size = path.stat().st_size if path.is_file() else 0
+        if size > self.limits.max_bytes:
+            raise ImageReadError(f"{path.name} is {size / 2**20:.0f} MB, more than this app accepts "
+                                 f"({self.limits.max_bytes / 2**20:.0f} MB)")  # fmt: skip
+        digest = sha256_of(path) if size else ""
+        kept = self.images_dir / f"{digest}{path.suffix.lower()}"
+        if size and not kept.is_file():
+            partial = kept.with_suffix(kept.suffix + ".part")
+            shutil.copyfile(path, partial)
+            partial.replace(kept)
+        return (kept if size else path), digest
+
+    def add_upload(self, path: Path, name: str, added_by: str = "") -> str:
+        """Check an uploaded image and register it in the store; returns its id."""
+        kept, _ = self.keep_upload(Path(path))
+        _open_checked(kept, (1, 1, 1), STRETCH_PERCENTILES, self.limits).close()
+        with self.store() as store:
+            return store.add_image(kept, added_by=added_by, name=name)
+
+    def image_path(self, image_id: str) -> Path:
+        """A lasting local path to a stored image's file."""
+        with self.store() as store:
+            record = store.image(image_id)
+            kept = self.images_dir / f"{image_id}{Path(record['name']).suffix.lower()}"
+            if not kept.is_file():
+                source = Path(record["source_path"] or "")
+                if source.is_file() and sha256_of(source) == image_id:
+                    return source
+                with store.image_file(image_id) as path:
+                    shutil.copyfile(path, kept)
+        return kept
+
+
+def _register(store: AnnotationStore, loaded: LoadedModel) -> None:
+    info = loaded.adapter
+    store.register_model(loaded.version, str(loaded.adapter_path), loaded.adapter_sha256, info.atl_variant,
+                         info.base_model, info.base_sha256, info.training_snapshot, info.metrics)  # fmt: skip
+
+
+class LabelingSession:
+    """One image open for labeling: its pixels, its automatic mask and the clicks on it."""
+
+    def __init__(self, workspace: Workspace, image_id: str, name: str, image: RasterImage,
+                 correction: CorrectionSession, prediction_id: Optional[int], model_version: Optional[str],
+                 saved: Optional[Tuple[int, bytes]], message: str) -> None:  # fmt: skip
+        self.workspace = workspace
+        self.image_id = image_id
+        self.name = name
+        self.image = image
+        self.correction = correction
+        self.prediction_id = prediction_id
+        self.model_version = model_version
+        self._saved = saved  # (annotation id, what was saved) of the latest saved state
+        self.message = message
+        self.quicklook, self.quicklook_valid = image.quicklook(QUICKLOOK_SIDE)
+
+    @classmethod
+    def open_stored(cls, workspace: Workspace, image_id: str, bands: Optional[Sequence[int]] = None,
+                    percentiles: Tuple[float, float] = STRETCH_PERCENTILES) -> "LabelingSession":  # fmt: skip
+        """Open an image already in the store, restoring its latest mask and prompts."""
+        with workspace.store() as store:
+            name = store.image(image_id)["name"]
+        image = _open_checked(workspace.image_path(image_id), bands, percentiles, workspace.limits)
+        try:
+            return cls._open(workspace, image_id, name, image)
+        except Exception:
+            image.close()
+            raise
+
+    @classmethod
+    def _open(cls, workspace: Workspace, image_id: str, name: str, image: RasterImage) -> "LabelingSession":
+        with workspace.store() as store:
+            latest = store.latest_annotation(image_id)
+            prompts = session_prompts(store.prompts(latest.id)) if latest else []
+            base = None
+            if prompts:  # the clicks were made on the automatic mask, or on nothing
+                parent = latest.parent_prediction_id
+                base = store.prediction_mask(parent) if parent else np.zeros((image.height, image.width), bool)
+        if latest is not None:
+            return cls._restored(workspace, image_id, name, image, latest, prompts, base)
+        prediction_id, version, automatic, message = _automatic_mask(workspace, image_id, image)
+        correction = CorrectionSession(image, image_id, automatic, workspace.prompter, workspace.window_size)
+        session = cls(workspace, image_id, name, image, correction, prediction_id, version, None, message)
+        session.prefetch()
+        return session
+
+    @classmethod
+    def _restored(cls, workspace, image_id, name, image, latest, prompts, base) -> "LabelingSession":
+        """Replay the saved prompts on the mask they started from; fall back to the saved mask."""
+        correction = CorrectionSession(image, image_id, base if base is not None else latest.mask,
+                                       workspace.prompter, workspace.window_size)  # fmt: skip
+        message = f"Restored the {latest.status} {latest.source} mask saved by {latest.annotator or 'someone'}"
+        try:
+            if prompts and not np.array_equal(correction.replay(prompts), latest.mask):
+                raise CorrectionError("they were made with another SAM model")
+        except CorrectionError as error:
+            correction = CorrectionSession(image, image_id, latest.mask, workspace.prompter, workspace.window_size)
+            message += f" (its clicks cannot be replayed: {error}; new clicks start from the saved mask)"
+        session = cls(workspace, image_id, name, image, correction, latest.parent_prediction_id,
+                      latest.model_version, (latest.id, _fingerprint(correction)), message + ".")  # fmt: skip
+        if workspace.prompter is not None:
+            session.prefetch()
+        return session
+
+    @property
+    def mask(self) -> np.ndarray:
+        return self.correction.mask
+
+    @property
+    def unsaved(self) -> bool:
+        return self._saved is None or self._saved[1] != _fingerprint(self.correction)
+
+    def prefetch(self) -> None:
+        """Start the SAM encoding of the image centre in the background, so clicks are quick."""
+        if self.workspace.prompter is not None:
+            self.correction.prefetch(self.image.width / 2, self.image.height / 2)
+
+    def picture(self, opacity: float) -> np.ndarray:
+        """The quicklook with the mask tinted at ``opacity`` and the clicks and boxes drawn."""
+        sx, sy = self.quicklook.shape[1] / self.image.width, self.quicklook.shape[0] / self.image.height
+        prompts = self.correction.prompts
+        points = [((p.x + 0.5) * sx, (p.y + 0.5) * sy, p.positive) for p in prompts if isinstance(p, Click)]
+        boxes = [(p.x0 * sx, p.y0 * sy, p.x1 * sx, p.y1 * sy, p.positive) for p in prompts if isinstance(p, Box)]
+        return render(self.quicklook, self.mask, opacity, points, boxes)
+
+    def to_image_pixel(self, display_x: float, display_y: float) -> Tuple[int, int]:
+        """The full-resolution pixel under a click on the quicklook (not clamped: the engine
+        refuses pixels off the image)."""
+        height, width = self.quicklook.shape[:2]
+        return (math.floor((display_x + 0.5) * self.image.width / width),
+                math.floor((display_y + 0.5) * self.image.height / height))  # fmt: skip
+
+    def map_coordinates(self, x: float, y: float) -> Optional[Tuple[float, float, str]]:
+        """(easting, northing, CRS) of a pixel's centre, or None when not georeferenced."""
+        if not self.image.is_georeferenced:
+            return None
+        easting, northing = self.image.transform @ (x + 0.5, y + 0.5)
+        return easting, northing, self.image.crs.to_string()
+
+    def save(self, annotator: str, review: Optional[str] = None, reason: str = "") -> int:
+        """Save the current mask with its prompts (and review it) in one transaction; an unchanged
+        mask is not saved twice, only reviewed. Returns the annotation id."""
+        with self.workspace.store() as store:
+            if not self.unsaved:
+                if review is not None:
+                    store.review(self._saved[0], review, annotator, reason)
+                return self._saved[0]
+            source = "corrected" if self.correction.prompts else ("automatic" if self.prediction_id else "manual")
+            annotation_id = store.save_annotation(
+                self.image_id, self.mask, source, annotator, stored_prompts(self.correction.prompts),
+                self.prediction_id, review=review, reviewer=annotator if review else "", reason=reason,
+            )  # fmt: skip
+        self._saved = (annotation_id, _fingerprint(self.correction))
+        return annotation_id
+
+    def close(self) -> None:
+        self.image.close()
+
+
+def _fingerprint(correction: CorrectionSession) -> bytes:
+    return np.packbits(correction.mask).tobytes() + repr(correction.prompts).encode()
+
+
+def _open_checked(path: Path, bands, percentiles, limits: Limits) -> RasterImage:
+    image = RasterImage(path, bands, percentiles)
+    if image.width * image.height > limits.max_pixels:
+        image.close()
+        raise ImageReadError(f"{path.name} has {image.width}x{image.height} pixels, more than this app accepts "
+                             f"({limits.max_pixels:,}); cut it into smaller GeoTIFFs")  # fmt: skip
+    return image
+
+
+def _automatic_mask(workspace: Workspace, image_id: str, image: RasterImage):
+    """(prediction id, model version, mask, message) for a newly opened image."""
+    model = workspace.model
+    if model is None or model.version is None:
+        return None, None, np.zeros((image.height, image.width), bool), "No automatic mask: " + workspace.model_message
+    mask = Predictor(model.model).predict_mask(image)
+    with workspace.store() as store:
+        prediction_id = store.add_prediction(image_id, mask, model.version)
+    return prediction_id, model.version, mask, f"Automatic mask by {model.version}."
+

@@ -1,0 +1,337 @@
+"""The translandseg web app: upload → automatic mask → click corrections → review → save → export.
+
+UI wiring only: the work is done by ``annotations.labeling`` and the ``translandseg`` package.
+Per-browser state lives in ``gr.State``; the model and the embedding cache are shared.
+"""
+
+import argparse
+import logging
+import os
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a labeling tool
+import gradio as gr  # noqa: E402
+
+from annotations.exporting import FORMATS, export_training_set  # noqa: E402
+from annotations.labeling import LabelingSession, Limits, Workspace  # noqa: E402
+from annotations.store import STATUSES  # noqa: E402
+
+from .cli import USER_ERRORS  # noqa: E402
+from .embedding_cache import EmbeddingCache  # noqa: E402
+from .loading import load_model  # noqa: E402
+from .sam_checkpoints import cache_dir  # noqa: E402
+
+log = logging.getLogger("translandseg.app")
+STRETCHES = {"2-98 %": (2.0, 98.0), "0.5-99.5 %": (0.5, 99.5), "min-max": (0.0, 100.0)}
+QUEUE_COLUMNS = ["name", "status", "labelled by", "id"]
+SHORTCUTS = """
+<script>
+document.addEventListener("keydown", (event) => {
+  const tag = (event.target.tagName || "").toLowerCase();
+  if (tag === "input" || tag === "textarea" || event.ctrlKey || event.metaKey || event.altKey) return;
+  const press = (id) => document.querySelector(`#${id}`)?.click();
+  const mode = (value) => document.querySelector(`#click-mode input[value="${value}"]`)?.click();
+  ({p: () => mode("positive"), n: () => mode("negative"), z: () => press("undo"), y: () => press("redo")})
+    [event.key]?.();
+});
+</script>
+"""
+
+
+def banner(workspace: Workspace) -> str:
+    """The model line above the app: bold when automatic masks are unavailable."""
+    model = workspace.model
+    if model is None or model.version is None:
+        return f"**{workspace.model_message}**"
+    return workspace.model_message
+
+
+def default_data_dir() -> Path:
+    """``$TRANSLANDSEG_DATA_DIR``, else ``/data/translandseg`` (Hugging Face persistent storage), else
+    ``~/.local/share/translandseg``."""
+    if os.environ.get("TRANSLANDSEG_DATA_DIR"):
+        return Path(os.environ["TRANSLANDSEG_DATA_DIR"])
+    if os.path.isdir("/data") and os.access("/data", os.W_OK):
+        return Path("/data/translandseg")
+    return Path.home() / ".local/share/translandseg"
+
+
+def open_workspace(args: argparse.Namespace) -> Workspace:
+    """Load the model (or explain why not) and open the store."""
+    try:
+        loaded = load_model(args.sam, args.sam_checkpoint, args.adapter, device=args.device, cache=args.cache_dir)
+        message = f"Model: {loaded.describe()}."
+        if loaded.version is None:
+            message += (" No trained adapter was given, so there are no automatic masks; SAM clicks work. "
+                        "Train one with `translandseg train` and start the app with `--adapter FILE`.")  # fmt: skip
+    except USER_ERRORS as error:
+        loaded, message = None, f"No model is loaded, so there are no automatic masks and clicks do nothing: {error}"
+    log.info(message)
+    data_dir = args.data_dir
+    embeddings = EmbeddingCache(args.embedding_cache_mb, cache_dir(args.cache_dir) / "embeddings")
+    limits = Limits(max_bytes=int(args.max_file_mb * 2**20), max_pixels=args.max_pixels)
+    return Workspace(args.db or data_dir / "labels.db", data_dir / "images", loaded, message, embeddings, limits)
+
+
+# --- handlers: (state, outputs...) in, updates out ------------------------------------------------
+
+
+def _annotator(name: str, request: Optional[gr.Request]) -> str:
+    user = getattr(request, "username", None)
+    return (user or name or "").strip()
+
+
+def _queue_rows(workspace: Workspace) -> List[List[str]]:
+    return [[r["name"], r["status"] if r["labelled"] else "unlabelled", r["annotator"] or "", r["id"]]
+            for r in workspace.queue()]  # fmt: skip
+
+
+def _view(session: Optional[LabelingSession], opacity: float, message: str):
+    if session is None:
+        return None, message
+    return session.picture(opacity), message
+
+
+def _describe(session: LabelingSession) -> str:
+    image = session.image
+    georef = f", {image.crs.to_string()}" if image.is_georeferenced else ", not georeferenced"
+    return (f"**{session.name}**: {image.width}x{image.height} px, {image.count} band(s) shown as "
+            f"{image.rendering}{georef}. {session.message}")  # fmt: skip
+
+
+def upload(workspace: Workspace, files, name: str, bands: str, stretch: str, opacity: float,
+           session: Optional[LabelingSession], request: gr.Request = None):  # fmt: skip
+    """Register uploaded images in the store; open the first that can be read."""
+    files = [files] if isinstance(files, (str, Path)) else list(files or [])
+    if not files:
+        return session, *_view(session, opacity, "Choose one or more images to upload."), _queue_rows(workspace)
+    messages, added = [], []
+    for path in files:
+        try:
+            added.append(workspace.add_upload(Path(path), Path(path).name, _annotator(name, request)))
+        except USER_ERRORS as error:
+            messages.append(f"{Path(path).name}: {error}")
+    if added:
+        session, _, opened = _open_stored(workspace, added[0], bands, stretch, opacity, session)
+        messages.insert(0, opened + (f" {len(added) - 1} more image(s) added to the queue." if len(added) > 1 else ""))
+    return session, *_view(session, opacity, "\n\n".join(messages)), _queue_rows(workspace)
+
+
+def open_from_queue(workspace: Workspace, evt: gr.SelectData, bands: str, stretch: str, opacity: float,
+                    session: Optional[LabelingSession]):  # fmt: skip
+    row = evt.row_value if evt is not None else None
+    if not row:
+        return session, *_view(session, opacity, "Pick an image in the queue.")
+    return _open_stored(workspace, row[-1], bands, stretch, opacity, session)
+
+
+def _open_stored(workspace: Workspace, image_id: str, bands: str, stretch: str, opacity: float,
+                 session: Optional[LabelingSession]):  # fmt: skip
+    try:
+        new = LabelingSession.open_stored(workspace, image_id, _bands(bands), STRETCHES[stretch])
+    except USER_ERRORS as error:
+        return session, *_view(session, opacity, f"Cannot open this image: {error}")
+    _close(session)
+    return new, *_view(new, opacity, _describe(new))
+
+
+def click(evt: gr.SelectData, mode: str, opacity: float, session: Optional[LabelingSession]):
+    """A click on the picture: a positive or negative SAM point at that full-resolution pixel."""
+    if session is None:
+        return None, "Upload or pick an image first."
+    x, y = session.to_image_pixel(*evt.index)
+    start = time.perf_counter()
+    try:
+        session.correction.click(x, y, positive=mode == "positive")
+    except USER_ERRORS as error:
+        return session.picture(opacity), f"Click at pixel ({x}, {y}) not applied: {error}"
+    milliseconds = (time.perf_counter() - start) * 1000
+    where = session.map_coordinates(x, y)
+    place = f"pixel ({x}, {y})" + (f" = ({where[0]:.2f}, {where[1]:.2f}) {where[2]}" if where else "")
+    return session.picture(opacity), f"{mode.capitalize()} click at {place}: mask updated in {milliseconds:.0f} ms."
+
+
+def edit(action: str, opacity: float, session: Optional[LabelingSession]):
+    """Undo, redo or reset to the automatic mask."""
+    if session is None:
+        return None, "Upload or pick an image first."
+    try:
+        getattr(session.correction, action)()
+    except USER_ERRORS as error:
+        return session.picture(opacity), str(error).capitalize() + "."
+    done = {"undo": "Undone", "redo": "Redone", "reset": "Back to the automatic mask"}[action]
+    return session.picture(opacity), f"{done}; {len(session.correction.prompts)} click(s) in effect."
+
+
+def save(workspace: Workspace, status: Optional[str], name: str, reason: str, bands: str, stretch: str,
+         opacity: float, session: Optional[LabelingSession], request: gr.Request = None):  # fmt: skip
+    """Save the mask (with a review status when given); after a review, open the next pending image."""
+    if session is None:
+        return session, None, "Upload or pick an image first.", _queue_rows(workspace)
+    annotator = _annotator(name, request)
+    if not annotator:
+        return session, session.picture(opacity), "Enter your name before saving.", _queue_rows(workspace)
+    try:
+        annotation_id = session.save(annotator, status, reason.strip())
+    except USER_ERRORS as error:
+        return session, session.picture(opacity), f"Not saved: {error}", _queue_rows(workspace)
+    message = f"Saved {session.name} as annotation {annotation_id}" + (f", {status}." if status else ".")
+    following = workspace.next_pending(session.image_id) if status else None
+    if following is not None and following != session.image_id:
+        session, picture, opened = _open_stored(workspace, following, bands, stretch, opacity, session)
+        message += f" Next: {opened}"
+    else:
+        picture = session.picture(opacity)
+        if status:
+            message += " No image is waiting for review."
+    return session, picture, message, _queue_rows(workspace)
+
+
+def rerender(opacity: float, session: Optional[LabelingSession]):
+    return None if session is None else session.picture(opacity)
+
+
+def export(workspace: Workspace, statuses: List[str], formats: List[str]):
+    if not statuses or not formats:
+        return None, "Choose at least one status and one format."
+    out = Path(tempfile.mkdtemp(prefix="translandseg-export-")) / "translandseg-export"
+    try:
+        with workspace.store() as store:
+            archive = export_training_set(store, out, formats, statuses, make_zip=True)
+    except USER_ERRORS as error:
+        return None, f"Nothing exported: {error}"
+    return str(archive), f"Exported {', '.join(formats)} for {', '.join(statuses)} labels."
+
+
+def model_report(workspace: Workspace) -> str:
+    model = workspace.model
+    if model is None:
+        return f"**{workspace.model_message}**"
+    lines = [f"- SAM base: `{model.model_type}`, `{model.sam_checkpoint.name}` (SHA-256 `{model.sam_sha256[:16]}…`)",
+             f"- Input size: {model.model.image_size} px; ATL variant `{model.model.atl.variant.name}`"]  # fmt: skip
+    if model.adapter is None:
+        lines.append("- Adapter: **none** (no automatic masks; clicks use SAM alone)")
+    else:
+        metrics = ", ".join(f"{k} {v:.3f}" for k, v in sorted(model.adapter.metrics.items())) or "none recorded"
+        lines += [f"- Adapter: `{model.version}` trained on {model.adapter.training_snapshot or 'unrecorded data'}",
+                  f"- Validation metrics: {metrics}"]  # fmt: skip
+    return "\n".join(lines)
+
+
+def _bands(text: str) -> Optional[Tuple[int, ...]]:
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        return tuple(int(b) for b in text.replace(" ", "").split(","))
+    except ValueError:
+        raise ValueError(f"bands must be three numbers like 4,3,2, not {text!r}") from None
+
+
+def _close(session: Optional[LabelingSession]) -> None:
+    if session is not None:
+        session.close()
+
+
+# --- layout ------------------------------------------------------------------------------------------
+
+
+def build_ui(workspace: Workspace) -> gr.Blocks:
+    with gr.Blocks(title="translandseg") as demo:
+        gr.Markdown("# translandseg\nLandslide labeling with TransLandSeg automatic masks and SAM click corrections.")
+        gr.Markdown(banner(workspace), elem_id="model-banner")
+        session = gr.State(None)
+        with gr.Tab("Label"):
+            with gr.Row():
+                with gr.Column(scale=1, min_width=280):
+                    name = gr.Textbox(label="Your name (recorded with every save)", elem_id="annotator")
+                    files = gr.File(label="Upload images (PNG, JPEG, GeoTIFF)", file_count="multiple",
+                                    type="filepath", elem_id="upload")  # fmt: skip
+                    with gr.Accordion("Bands and stretch (multi-band rasters)", open=False):
+                        bands = gr.Textbox(label="Bands shown as R,G,B", placeholder="automatic: 4,3,2 for 4+ bands")
+                        stretch = gr.Dropdown(list(STRETCHES), value="2-98 %", label="Stretch (non-8-bit data)")
+                    queue = gr.Dataframe(_queue_rows(workspace), headers=QUEUE_COLUMNS, label="Queue (click to open)",
+                                         interactive=False, elem_id="queue")  # fmt: skip
+                with gr.Column(scale=3):
+                    picture = gr.Image(label="Mask (red) and clicks (green +, red -)", type="numpy", format="png",
+                                       interactive=False, elem_id="picture")  # fmt: skip
+                    with gr.Row():
+                        mode = gr.Radio(["positive", "negative"], value="positive", label="Click mode (p / n)",
+                                        elem_id="click-mode")  # fmt: skip
+                        opacity = gr.Slider(0, 1, value=0.45, step=0.05, label="Mask opacity (0 hides it)")
+                    with gr.Row():
+                        undo = gr.Button("Undo (z)", elem_id="undo")
+                        redo = gr.Button("Redo (y)", elem_id="redo")
+                        reset = gr.Button("Reset to automatic", elem_id="reset")
+                    info = gr.Markdown(elem_id="info")
+                    with gr.Row():
+                        save_button = gr.Button("Save", variant="primary", elem_id="save")
+                        accept = gr.Button("Accept", elem_id="accept")
+                        needs_work = gr.Button("Needs work", elem_id="needs-work")
+                        reject = gr.Button("Reject", variant="stop", elem_id="reject")
+                    reason = gr.Textbox(label="Reason (needed to reject)", elem_id="reason")
+        with gr.Tab("Export"):
+            statuses = gr.CheckboxGroup(list(STATUSES), value=["accepted"], label="Latest review status")
+            formats = gr.CheckboxGroup(list(FORMATS), value=list(FORMATS), label="Formats")
+            export_button = gr.Button("Export", variant="primary")
+            archive = gr.File(label="Training set (zip)")
+            export_info = gr.Markdown()
+        with gr.Tab("Model"):
+            gr.Markdown(model_report(workspace))
+
+        view = [session, picture, info, queue]
+        files.upload(partial(upload, workspace), [files, name, bands, stretch, opacity, session], view,
+                     concurrency_id="model", concurrency_limit=1)  # fmt: skip
+        queue.select(partial(open_from_queue, workspace), [bands, stretch, opacity, session],
+                     [session, picture, info], concurrency_id="model", concurrency_limit=1)  # fmt: skip
+        picture.select(click, [mode, opacity, session], [picture, info], concurrency_id="clicks",
+                       concurrency_limit=4)  # fmt: skip
+        for button, action in ((undo, "undo"), (redo, "redo"), (reset, "reset")):
+            button.click(partial(edit, action), [opacity, session], [picture, info])
+        for button, status in ((save_button, None), (accept, "accepted"), (needs_work, "needs-work"),
+                               (reject, "rejected")):  # fmt: skip
+            button.click(partial(save, workspace, status), [name, reason, bands, stretch, opacity, session], view,
+                         concurrency_id="model", concurrency_limit=1)  # fmt: skip
+        opacity.release(rerender, [opacity, session], picture)
+        export_button.click(partial(export, workspace), [statuses, formats], [archive, export_info])
+    return demo
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    env = os.environ.get
+    parser = argparse.ArgumentParser(description="translandseg web app")
+    parser.add_argument("--host", default=env("GRADIO_SERVER_NAME", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(env("GRADIO_SERVER_PORT", 7860)))
+    parser.add_argument("--db", type=Path, default=env("TRANSLANDSEG_DB"), help="label store (default DATA_DIR/labels.db)")
+    parser.add_argument("--data-dir", type=Path, default=None, help="where the store and uploads persist")
+    parser.add_argument("--sam", default=env("TRANSLANDSEG_SAM"), help="SAM size (default: the adapter's, else vit_b)")
+    parser.add_argument("--sam-checkpoint", type=Path, default=env("TRANSLANDSEG_SAM_CHECKPOINT"))
+    parser.add_argument("--adapter", type=Path, default=env("TRANSLANDSEG_ADAPTER"))
+    parser.add_argument("--cache-dir", type=Path, help="checkpoints and embeddings (default $TRANSLANDSEG_CACHE_DIR)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--max-file-mb", type=float, default=1024, help="largest upload accepted")
+    parser.add_argument("--max-pixels", type=int, default=100_000_000, help="largest image accepted, in pixels")
+    parser.add_argument("--embedding-cache-mb", type=float, default=512, help="embeddings kept in memory")
+    parser.add_argument("--auth", help="USER:PASSWORD to require a login (the user name is recorded)")
+    args = parser.parse_args(argv)
+    args.data_dir = args.data_dir or default_data_dir()
+    if args.sam is None and args.adapter is not None and args.adapter.is_file():
+        from .adapter import read_adapter_info
+
+        args.sam = read_adapter_info(args.adapter).base_model
+    args.sam = args.sam or "vit_b"
+    return args
+
+
+def main(argv=None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    workspace = open_workspace(args)
+    log.info("label store: %s", workspace.db_path)
+    auth = tuple(args.auth.split(":", 1)) if args.auth else None
+    build_ui(workspace).queue().launch(server_name=args.host, server_port=args.port, auth=auth, head=SHORTCUTS,
+                                       max_file_size=int(args.max_file_mb * 2**20))  # fmt: skip
