@@ -30,6 +30,20 @@ def tiny_sam_checkpoint(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def adapter(tiny_sam_checkpoint, tmp_path_factory):
+    """An adapter trained for one epoch on generated pairs, over the tiny SAM."""
+    from translandseg.data import find_pairs, split_pairs
+    from translandseg.loading import load_model
+    from translandseg.training import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("app")
+    torch.manual_seed(0)
+    loaded = load_model("tiny", tiny_sam_checkpoint, image_size=64)
+    pairs = find_pairs(write_pairs(root / "data", 4))
+    return train(loaded, *split_pairs(pairs), root / "run", TrainConfig(epochs=1), progress=False).adapter_path
+
+
 def write_geotiff(path: Path, data: np.ndarray, crs="EPSG:32648", transform=None, nodata=None) -> Path:
     """Write (bands, H, W) ``data`` as a GeoTIFF; default transform: 10 m pixels in UTM 48N."""
     transform = transform or from_origin(500000.0, 3000000.0, 10.0, 10.0)

@@ -5,26 +5,13 @@ import zipfile
 import gradio as gr
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from annotations import AnnotationStore
-from conftest import write_geotiff, write_pairs
+from conftest import write_geotiff
 from translandseg import webapp
-from translandseg.data import find_pairs, split_pairs
-from translandseg.loading import load_model
-from translandseg.training import TrainConfig, train
 
 STRETCH = "2-98 %"
-
-
-@pytest.fixture(scope="session")
-def adapter(tiny_sam_checkpoint, tmp_path_factory):
-    root = tmp_path_factory.mktemp("app")
-    torch.manual_seed(0)
-    loaded = load_model("tiny", tiny_sam_checkpoint, image_size=64)
-    pairs = find_pairs(write_pairs(root / "data", 4))
-    return train(loaded, *split_pairs(pairs), root / "run", TrainConfig(epochs=1), progress=False).adapter_path
 
 
 def app_args(tmp_path, adapter, checkpoint, *extra):

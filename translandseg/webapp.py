@@ -257,7 +257,7 @@ def build_ui(workspace: Workspace) -> gr.Blocks:
                     queue = gr.Dataframe(_queue_rows(workspace), headers=QUEUE_COLUMNS, label="Queue (click to open)",
                                          interactive=False, elem_id="queue")  # fmt: skip
                 with gr.Column(scale=3):
-                    picture = gr.Image(label="Mask (red) and clicks (green +, red -)", type="numpy", format="png",
+                    picture = gr.Image(label="Mask (red) and clicks (green +, red -)", type="numpy", format="png", height=560,
                                        interactive=False, elem_id="picture")  # fmt: skip
                     with gr.Row():
                         mode = gr.Radio(["positive", "negative"], value="positive", label="Click mode (p / n)",
@@ -285,19 +285,19 @@ def build_ui(workspace: Workspace) -> gr.Blocks:
 
         view = [session, picture, info, queue]
         files.upload(partial(upload, workspace), [files, name, bands, stretch, opacity, session], view,
-                     concurrency_id="model", concurrency_limit=1)  # fmt: skip
+                     api_name="upload", concurrency_id="model", concurrency_limit=1)  # fmt: skip
         queue.select(partial(open_from_queue, workspace), [bands, stretch, opacity, session],
-                     [session, picture, info], concurrency_id="model", concurrency_limit=1)  # fmt: skip
-        picture.select(click, [mode, opacity, session], [picture, info], concurrency_id="clicks",
+                     [session, picture, info], api_name="open", concurrency_id="model", concurrency_limit=1)  # fmt: skip
+        picture.select(click, [mode, opacity, session], [picture, info], api_name="click", concurrency_id="clicks",
                        concurrency_limit=4)  # fmt: skip
         for button, action in ((undo, "undo"), (redo, "redo"), (reset, "reset")):
-            button.click(partial(edit, action), [opacity, session], [picture, info])
+            button.click(partial(edit, action), [opacity, session], [picture, info], api_name=action)
         for button, status in ((save_button, None), (accept, "accepted"), (needs_work, "needs-work"),
                                (reject, "rejected")):  # fmt: skip
             button.click(partial(save, workspace, status), [name, reason, bands, stretch, opacity, session], view,
-                         concurrency_id="model", concurrency_limit=1)  # fmt: skip
-        opacity.release(rerender, [opacity, session], picture)
-        export_button.click(partial(export, workspace), [statuses, formats], [archive, export_info])
+                         api_name=status or "save", concurrency_id="model", concurrency_limit=1)  # fmt: skip
+        opacity.release(rerender, [opacity, session], picture, api_name="render")
+        export_button.click(partial(export, workspace), [statuses, formats], [archive, export_info], api_name="export")
     return demo
 
 
