@@ -155,3 +155,24 @@ def test_sam_without_adapter_gives_clicks_but_no_automatic_mask(tmp_path, scenes
     *_, info, _ = webapp.save(workspace, None, "ana", "", "", STRETCH, 0.5, session)
     with AnnotationStore(workspace.db_path) as store:
         assert store.latest_annotation(session.image_id).source == "corrected"
+
+
+def test_the_example_scene_opens_georeferenced(workspace):
+    session, picture, info, queue = webapp.open_example(workspace, "ana", "", STRETCH, 0.5, None)
+    assert "**example_hillside.tif**: 384x384 px, 3 band(s)" in info and "EPSG:32648" in info
+    assert session.map_coordinates(0, 0) == (435005.0, 2909995.0, "EPSG:32648")
+
+
+def test_failed_first_run_download_explains_how_to_place_the_checkpoint(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from translandseg import sam_checkpoints
+
+    official = sam_checkpoints.OFFICIAL_CHECKPOINTS["vit_b"]
+    unreachable = replace(official, url="http://127.0.0.1:9/sam_vit_b_01ec64.pth")  # discard port: refused
+    monkeypatch.setitem(sam_checkpoints.OFFICIAL_CHECKPOINTS, "vit_b", unreachable)
+    args = webapp.parse_args(["--data-dir", str(tmp_path / "data"), "--cache-dir", str(tmp_path / "cache")])
+    workspace = webapp.open_workspace(args)
+    message = webapp.banner(workspace)
+    assert workspace.model is None and "checkpoint unavailable" in message
+    assert str(tmp_path / "cache" / "sam_vit_b_01ec64.pth") in message and "--sam-checkpoint" in message

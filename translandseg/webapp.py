@@ -26,6 +26,7 @@ from .loading import load_model  # noqa: E402
 from .sam_checkpoints import cache_dir  # noqa: E402
 
 log = logging.getLogger("translandseg.app")
+EXAMPLE = Path(__file__).resolve().parents[1] / "assets" / "example_hillside.tif"  # in a checkout or a Space
 STRETCHES = {"2-98 %": (2.0, 98.0), "0.5-99.5 %": (0.5, 99.5), "min-max": (0.0, 100.0)}
 QUEUE_COLUMNS = ["name", "status", "labelled by", "id"]
 SHORTCUTS = """
@@ -44,10 +45,8 @@ document.addEventListener("keydown", (event) => {
 
 def banner(workspace: Workspace) -> str:
     """The model line above the app: bold when automatic masks are unavailable."""
-    model = workspace.model
-    if model is None or model.version is None:
-        return f"**{workspace.model_message}**"
-    return workspace.model_message
+    model, message = workspace.model, workspace.model_message.replace("\n", " ")
+    return f"**{message}**" if model is None or model.version is None else message
 
 
 def default_data_dir() -> Path:
@@ -121,6 +120,12 @@ def upload(workspace: Workspace, files, name: str, bands: str, stretch: str, opa
     return session, *_view(session, opacity, "\n\n".join(messages)), _queue_rows(workspace)
 
 
+def open_example(workspace: Workspace, name: str, bands: str, stretch: str, opacity: float,
+                 session: Optional[LabelingSession], request: gr.Request = None):  # fmt: skip
+    """Upload the project's generated example scene."""
+    return upload(workspace, [str(EXAMPLE)], name, bands, stretch, opacity, session, request)
+
+
 def open_from_queue(workspace: Workspace, evt: gr.SelectData, bands: str, stretch: str, opacity: float,
                     session: Optional[LabelingSession]):  # fmt: skip
     row = evt.row_value if evt is not None else None
@@ -135,8 +140,11 @@ def _open_stored(workspace: Workspace, image_id: str, bands: str, stretch: str, 
         new = LabelingSession.open_stored(workspace, image_id, _bands(bands), STRETCHES[stretch])
     except USER_ERRORS as error:
         return session, *_view(session, opacity, f"Cannot open this image: {error}")
+    note = ""
+    if session is not None and session.unsaved and session.correction.prompts:
+        note = f" (unsaved clicks on {session.name} were left behind)"
     _close(session)
-    return new, *_view(new, opacity, _describe(new))
+    return new, *_view(new, opacity, _describe(new) + note)
 
 
 def click(evt: gr.SelectData, mode: str, opacity: float, session: Optional[LabelingSession]):
@@ -251,6 +259,7 @@ def build_ui(workspace: Workspace) -> gr.Blocks:
                     name = gr.Textbox(label="Your name (recorded with every save)", elem_id="annotator")
                     files = gr.File(label="Upload images (PNG, JPEG, GeoTIFF)", file_count="multiple",
                                     type="filepath", elem_id="upload")  # fmt: skip
+                    example = gr.Button("Try the example scene", size="sm", visible=EXAMPLE.is_file())
                     with gr.Accordion("Bands and stretch (multi-band rasters)", open=False):
                         bands = gr.Textbox(label="Bands shown as R,G,B", placeholder="automatic: 4,3,2 for 4+ bands")
                         stretch = gr.Dropdown(list(STRETCHES), value="2-98 %", label="Stretch (non-8-bit data)")
@@ -286,6 +295,8 @@ def build_ui(workspace: Workspace) -> gr.Blocks:
         view = [session, picture, info, queue]
         files.upload(partial(upload, workspace), [files, name, bands, stretch, opacity, session], view,
                      api_name="upload", concurrency_id="model", concurrency_limit=1)  # fmt: skip
+        example.click(partial(open_example, workspace), [name, bands, stretch, opacity, session], view,
+                      api_name="example", concurrency_id="model", concurrency_limit=1)  # fmt: skip
         queue.select(partial(open_from_queue, workspace), [bands, stretch, opacity, session],
                      [session, picture, info], api_name="open", concurrency_id="model", concurrency_limit=1)  # fmt: skip
         picture.select(click, [mode, opacity, session], [picture, info], api_name="click", concurrency_id="clicks",
