@@ -176,3 +176,24 @@ def test_failed_first_run_download_explains_how_to_place_the_checkpoint(tmp_path
     message = webapp.banner(workspace)
     assert workspace.model is None and "checkpoint unavailable" in message
     assert str(tmp_path / "cache" / "sam_vit_b_01ec64.pth") in message and "--sam-checkpoint" in message
+
+
+def test_a_real_bijie_image_through_the_app(workspace, samples):
+    from translandseg.data import find_pairs
+    from translandseg.raster import read_label
+
+    pair = find_pairs(samples / "bijie")[0]
+    label = read_label(pair.label)
+    session, picture, info, _ = webapp.upload(workspace, [str(pair.image)], "ana", "", STRETCH, 0.5, None)
+    assert picture.shape[:2] == session.quicklook.shape[:2] and "not georeferenced" in info
+    rows, cols = np.nonzero(label)
+    x, y = int(np.median(cols)), int(np.median(rows))
+    scale = session.quicklook.shape[1] / session.image.width
+    _, info = webapp.click(select(int(x * scale), int(y * scale)), "positive", 0.5, session)
+    assert "mask updated" in info and session.mask.shape == label.shape
+    webapp.save(workspace, "accepted", "ana", "", "", STRETCH, 0.5, session)
+    archive, _ = webapp.export(workspace, ["accepted"], ["png"])
+    with zipfile.ZipFile(archive) as z:
+        (name,) = [n for n in z.namelist() if "/label/" in n and n.endswith(".png")]
+        exported = np.array(Image.open(z.open(name))) > 0
+    assert np.array_equal(exported, session.mask)
