@@ -12,19 +12,21 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from rasterio.windows import Window
 
-from translandseg.correction import DEFAULT_WINDOW_SIZE, Box, Click, CorrectionError, CorrectionSession
+from translandseg.correction import DEFAULT_WINDOW_SIZE, Box, Click, CorrectionError, CorrectionSession, WindowBox
 from translandseg.download import sha256_of
 from translandseg.embedding_cache import EmbeddingCache
 from translandseg.loading import LoadedModel
 from translandseg.overlay import render
-from translandseg.predict import Predictor
+from translandseg.predict import Predictor, tile_starts
 from translandseg.prompting import PointPrompter
 from translandseg.raster import STRETCH_PERCENTILES, ImageReadError, RasterImage
 
 from .store import AnnotationStore, session_prompts, stored_prompts
 
 QUICKLOOK_SIDE = 1536  # the longest side shown in the browser
+WHOLE_IMAGE = "whole image"
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,9 @@ class LabelingSession:
         self.model_version = model_version
         self._saved = saved  # (annotation id, what was saved) of the latest saved state
         self.message = message
-        self.quicklook, self.quicklook_valid = image.quicklook(QUICKLOOK_SIDE)
+        self.quicklook, _ = image.quicklook(QUICKLOOK_SIDE)
+        self.view: WindowBox = (0, 0, image.width, image.height)  # the part shown
+        self._backdrop = self.quicklook
 
     @classmethod
     def open_stored(cls, workspace: Workspace, image_id: str, bands: Optional[Sequence[int]] = None,
@@ -189,20 +193,43 @@ class LabelingSession:
         if self.workspace.prompter is not None:
             self.correction.prefetch(self.image.width / 2, self.image.height / 2)
 
+    def views(self) -> List[str]:
+        """What can be shown: the whole image, and for large images each window of a grid."""
+        names = [WHOLE_IMAGE]
+        size = self.workspace.window_size
+        if max(self.image.width, self.image.height) > QUICKLOOK_SIDE:
+            rows = tile_starts(self.image.height, min(size, self.image.height), size)
+            cols = tile_starts(self.image.width, min(size, self.image.width), size)
+            names += [f"window at x {c}, y {r}" for r in rows for c in cols]
+        return names
+
+    def show(self, view: str) -> None:
+        """Show ``view`` (one of ``views()``): full resolution for a window, a quicklook for all."""
+        if view == WHOLE_IMAGE or view not in self.views():
+            self.view, self._backdrop = (0, 0, self.image.width, self.image.height), self.quicklook
+            return
+        col, row = (int(v.split()[-1]) for v in view.removeprefix("window at ").split(","))
+        size = self.workspace.window_size
+        self.view = (col, row, min(size, self.image.width - col), min(size, self.image.height - row))
+        self._backdrop = self.image.read(Window(*self.view))[0]
+
     def picture(self, opacity: float) -> np.ndarray:
-        """The quicklook with the mask tinted at ``opacity`` and the clicks and boxes drawn."""
-        sx, sy = self.quicklook.shape[1] / self.image.width, self.quicklook.shape[0] / self.image.height
+        """The shown view with the mask tinted at ``opacity`` and the clicks and boxes drawn."""
+        col, row, width, height = self.view
+        sx, sy = self._backdrop.shape[1] / width, self._backdrop.shape[0] / height
         prompts = self.correction.prompts
-        points = [((p.x + 0.5) * sx, (p.y + 0.5) * sy, p.positive) for p in prompts if isinstance(p, Click)]
-        boxes = [(p.x0 * sx, p.y0 * sy, p.x1 * sx, p.y1 * sy, p.positive) for p in prompts if isinstance(p, Box)]
-        return render(self.quicklook, self.mask, opacity, points, boxes)
+        points = [((p.x + 0.5 - col) * sx, (p.y + 0.5 - row) * sy, p.positive) for p in prompts if isinstance(p, Click)]
+        boxes = [((p.x0 - col) * sx, (p.y0 - row) * sy, (p.x1 - col) * sx, (p.y1 - row) * sy, p.positive)
+                 for p in prompts if isinstance(p, Box)]  # fmt: skip
+        return render(self._backdrop, self.mask[row : row + height, col : col + width], opacity, points, boxes)
 
     def to_image_pixel(self, display_x: float, display_y: float) -> Tuple[int, int]:
-        """The full-resolution pixel under a click on the quicklook (not clamped: the engine
+        """The full-resolution pixel under a click on the shown view (not clamped: the engine
         refuses pixels off the image)."""
-        height, width = self.quicklook.shape[:2]
-        return (math.floor((display_x + 0.5) * self.image.width / width),
-                math.floor((display_y + 0.5) * self.image.height / height))  # fmt: skip
+        col, row, width, height = self.view
+        shown_height, shown_width = self._backdrop.shape[:2]
+        return (col + math.floor((display_x + 0.5) * width / shown_width),
+                row + math.floor((display_y + 0.5) * height / shown_height))  # fmt: skip
 
     def map_coordinates(self, x: float, y: float) -> Optional[Tuple[float, float, str]]:
         """(easting, northing, CRS) of a pixel's centre, or None when not georeferenced."""

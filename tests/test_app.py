@@ -197,3 +197,20 @@ def test_a_real_bijie_image_through_the_app(workspace, samples):
         (name,) = [n for n in z.namelist() if "/label/" in n and n.endswith(".png")]
         exported = np.array(Image.open(z.open(name))) > 0
     assert np.array_equal(exported, session.mask)
+
+
+def test_large_rasters_show_a_quicklook_and_full_resolution_windows(workspace, tmp_path):
+    data = np.random.default_rng(5).integers(0, 255, (3, 1200, 3000), dtype=np.uint8)
+    large = write_geotiff(tmp_path / "large.tif", data)
+    session, picture, _, _ = webapp.upload(workspace, [str(large)], "ana", "", STRETCH, 0.5, None)
+    assert picture.shape == (614, 1536, 3)  # the quicklook
+    assert session.to_image_pixel(768, 307) == (1500, 600)
+    views = webapp.view_choices(session).choices
+    assert [v[0] for v in views][:3] == ["whole image", "window at x 0, y 0", "window at x 1024, y 0"]
+    picture = webapp.show_view("window at x 1976, y 176", 0.0, session)
+    assert picture.shape == (1024, 1024, 3) and np.array_equal(picture, data[:, 176:1200, 1976:3000].transpose(1, 2, 0))
+    assert session.to_image_pixel(10, 20) == (1986, 196)
+    picture, info = webapp.click(select(10, 20), "positive", 0.5, session)
+    assert "pixel (1986, 196)" in info and picture[20, 10].tolist() == [40, 220, 60]
+    col, row, width, height = session.correction.objects[0].window  # SAM encodes a window around the click
+    assert (width, height) == (1024, 1024) and col <= 1986 < col + width and row <= 196 < row + height

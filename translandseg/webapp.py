@@ -17,7 +17,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from
 import gradio as gr  # noqa: E402
 
 from annotations.exporting import FORMATS, export_training_set  # noqa: E402
-from annotations.labeling import LabelingSession, Limits, Workspace  # noqa: E402
+from annotations.labeling import WHOLE_IMAGE, LabelingSession, Limits, Workspace  # noqa: E402
 from annotations.store import STATUSES  # noqa: E402
 
 from .cli import USER_ERRORS  # noqa: E402
@@ -199,6 +199,18 @@ def save(workspace: Workspace, status: Optional[str], name: str, reason: str, ba
     return session, picture, message, _queue_rows(workspace)
 
 
+def view_choices(session: Optional[LabelingSession]):
+    """The views of the open image, for the view picker (reset to the whole image)."""
+    return gr.Dropdown(choices=session.views() if session else [WHOLE_IMAGE], value=WHOLE_IMAGE)
+
+
+def show_view(view: str, opacity: float, session: Optional[LabelingSession]):
+    if session is None:
+        return None
+    session.show(view)
+    return session.picture(opacity)
+
+
 def rerender(opacity: float, session: Optional[LabelingSession]):
     return None if session is None else session.picture(opacity)
 
@@ -269,6 +281,8 @@ def build_ui(workspace: Workspace) -> gr.Blocks:
                     picture = gr.Image(label="Mask (red) and clicks (green +, red -)", type="numpy", format="png", height=560,
                                        interactive=False, elem_id="picture")  # fmt: skip
                     with gr.Row():
+                        view_picker = gr.Dropdown([WHOLE_IMAGE], value=WHOLE_IMAGE, label="View (large images: "
+                                                  "a full-resolution window)", elem_id="view")  # fmt: skip
                         mode = gr.Radio(["positive", "negative"], value="positive", label="Click mode (p / n)",
                                         elem_id="click-mode")  # fmt: skip
                         opacity = gr.Slider(0, 1, value=0.45, step=0.05, label="Mask opacity (0 hides it)")
@@ -293,20 +307,25 @@ def build_ui(workspace: Workspace) -> gr.Blocks:
             gr.Markdown(model_report(workspace))
 
         view = [session, picture, info, queue]
-        files.upload(partial(upload, workspace), [files, name, bands, stretch, opacity, session], view,
-                     api_name="upload", concurrency_id="model", concurrency_limit=1)  # fmt: skip
-        example.click(partial(open_example, workspace), [name, bands, stretch, opacity, session], view,
-                      api_name="example", concurrency_id="model", concurrency_limit=1)  # fmt: skip
-        queue.select(partial(open_from_queue, workspace), [bands, stretch, opacity, session],
-                     [session, picture, info], api_name="open", concurrency_id="model", concurrency_limit=1)  # fmt: skip
+        opened = [
+            files.upload(partial(upload, workspace), [files, name, bands, stretch, opacity, session], view,
+                         api_name="upload", concurrency_id="model", concurrency_limit=1),
+            example.click(partial(open_example, workspace), [name, bands, stretch, opacity, session], view,
+                          api_name="example", concurrency_id="model", concurrency_limit=1),
+            queue.select(partial(open_from_queue, workspace), [bands, stretch, opacity, session],
+                         [session, picture, info], api_name="open", concurrency_id="model", concurrency_limit=1),
+        ]  # fmt: skip
         picture.select(click, [mode, opacity, session], [picture, info], api_name="click", concurrency_id="clicks",
                        concurrency_limit=4)  # fmt: skip
         for button, action in ((undo, "undo"), (redo, "redo"), (reset, "reset")):
             button.click(partial(edit, action), [opacity, session], [picture, info], api_name=action)
         for button, status in ((save_button, None), (accept, "accepted"), (needs_work, "needs-work"),
                                (reject, "rejected")):  # fmt: skip
-            button.click(partial(save, workspace, status), [name, reason, bands, stretch, opacity, session], view,
-                         api_name=status or "save", concurrency_id="model", concurrency_limit=1)  # fmt: skip
+            opened.append(button.click(partial(save, workspace, status), [name, reason, bands, stretch, opacity, session],
+                                       view, api_name=status or "save", concurrency_id="model", concurrency_limit=1))  # fmt: skip
+        for event in opened:
+            event.then(view_choices, session, view_picker, api_name=False)
+        view_picker.input(show_view, [view_picker, opacity, session], picture, api_name="view")
         opacity.release(rerender, [opacity, session], picture, api_name="render")
         export_button.click(partial(export, workspace), [statuses, formats], [archive, export_info], api_name="export")
     return demo
