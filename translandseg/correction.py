@@ -98,7 +98,7 @@ class CorrectionSession:
         self._valid: Dict[WindowBox, np.ndarray] = {}
         self._history: List[_State] = [_State((), ())]
         self._position = 0
-        self._mask = self.automatic
+        self._mask = self.automatic.copy()  # kept current window by window
 
     @property
     def prompts(self) -> Tuple[Prompt, ...]:
@@ -111,8 +111,10 @@ class CorrectionSession:
 
     @property
     def mask(self) -> np.ndarray:
-        """The corrected mask (bool, the image's shape); do not modify it."""
-        return self._mask
+        """The corrected mask (bool, the image's shape), a read-only view that follows the session."""
+        view = self._mask.view()
+        view.flags.writeable = False
+        return view
 
     @property
     def can_undo(self) -> bool:
@@ -134,32 +136,32 @@ class CorrectionSession:
     def apply(self, prompt: Prompt) -> np.ndarray:
         objects = self._applied(prompt)
         self._push(_State(self.prompts + (prompt,), objects))
-        return self._mask
+        return self.mask
 
     def undo(self) -> np.ndarray:
         if not self.can_undo:
             raise CorrectionError("nothing to undo")
         self._move_to(self._position - 1)
-        return self._mask
+        return self.mask
 
     def redo(self) -> np.ndarray:
         if not self.can_redo:
             raise CorrectionError("nothing to redo")
         self._move_to(self._position + 1)
-        return self._mask
+        return self.mask
 
     def reset(self) -> np.ndarray:
         """Back to the automatic mask; undo brings the corrections back."""
         if self.prompts:
             self._push(_State((), ()))
-        return self._mask
+        return self.mask
 
     def replay(self, prompts: Sequence[Prompt]) -> np.ndarray:
         """Start over from the automatic mask and apply ``prompts`` in order."""
-        self._history, self._position, self._mask = [_State((), ())], 0, self.automatic
+        self._history, self._position, self._mask = [_State((), ())], 0, self.automatic.copy()
         for prompt in prompts:
             self.apply(prompt)
-        return self._mask
+        return self.mask
 
     def prefetch(self, x: float = 0, y: float = 0) -> None:
         """Start encoding the window around (x, y) (the whole image when it fits) in the background."""
@@ -189,17 +191,29 @@ class CorrectionSession:
         self._move_to(len(self._history) - 1)
 
     def _move_to(self, position: int) -> None:
+        """Make state ``position`` current, recomposing only the windows of objects that changed."""
+        before = self.objects
         self._position = position
-        mask = self.automatic.copy()
+        kept = {id(obj) for obj in before} & {id(obj) for obj in self.objects}
+        for window in {obj.window for obj in before + self.objects if id(obj) not in kept}:
+            self._compose(window)
+
+    def _compose(self, window: WindowBox) -> None:
+        """The automatic mask with every object applied in order, within ``window``."""
+        col, row, width, height = window
+        self._mask[row : row + height, col : col + width] = self.automatic[row : row + height, col : col + width]
         for obj in self.objects:
-            col, row, width, height = obj.window
-            view = mask[row : row + height, col : col + width]
+            left, top = max(col, obj.window[0]), max(row, obj.window[1])
+            right = min(col + width, obj.window[0] + obj.window[2])
+            bottom = min(row + height, obj.window[1] + obj.window[3])
+            if left >= right or top >= bottom:
+                continue
+            part = obj.mask[top - obj.window[1] : bottom - obj.window[1], left - obj.window[0] : right - obj.window[0]]
+            target = self._mask[top:bottom, left:right]
             if obj.adds:
-                view |= obj.mask
+                target |= part
             else:
-                view &= ~obj.mask
-        mask.flags.writeable = False
-        self._mask = mask
+                target &= ~part
 
     def _applied(self, prompt: Prompt) -> Tuple[CorrectedObject, ...]:
         """The objects after ``prompt``: one refined, or one new."""
