@@ -64,10 +64,11 @@ class Workspace:
 
     def next_pending(self, after: Optional[str] = None) -> Optional[str]:
         """The first pending image after ``after`` in queue order (wrapping round), or None."""
-        ids = [row["id"] for row in self.queue() if row["status"] == "pending"]
+        queue = self.queue()
+        ids = [row["id"] for row in queue if row["status"] == "pending"]
         if not ids:
             return None
-        order = [row["id"] for row in self.queue()]
+        order = [row["id"] for row in queue]
         start = order.index(after) + 1 if after in order else 0
         return min(ids, key=lambda i: (order.index(i) - start) % len(order))
 
@@ -89,9 +90,8 @@ class Workspace:
     def add_upload(self, path: Path, name: str, added_by: str = "") -> str:
         """Check an uploaded image and register it in the store; returns its id."""
         kept, _ = self.keep_upload(Path(path))
-        _open_checked(kept, (1, 1, 1), STRETCH_PERCENTILES, self.limits).close()
         with self.store() as store:
-            return store.add_image(kept, added_by=added_by, name=name)
+            return store.add_image(kept, added_by=added_by, name=name, max_pixels=self.limits.max_pixels)
 
     def image_path(self, image_id: str) -> Path:
         """A lasting local path to a stored image's file."""
@@ -176,8 +176,7 @@ class LabelingSession:
             message += f" (its clicks cannot be replayed: {error}; new clicks start from the saved mask)"
         session = cls(workspace, image_id, name, image, correction, latest.parent_prediction_id,
                       latest.model_version, (latest.id, _fingerprint(correction)), message + ".")  # fmt: skip
-        if workspace.prompter is not None:
-            session.prefetch()
+        session.prefetch()
         return session
 
     @property
@@ -264,10 +263,11 @@ def _fingerprint(correction: CorrectionSession) -> bytes:
 
 def _open_checked(path: Path, bands, percentiles, limits: Limits) -> RasterImage:
     image = RasterImage(path, bands, percentiles)
-    if image.width * image.height > limits.max_pixels:
+    try:
+        image.check_size(limits.max_pixels)
+    except ImageReadError:
         image.close()
-        raise ImageReadError(f"{path.name} has {image.width}x{image.height} pixels, more than this app accepts "
-                             f"({limits.max_pixels:,}); cut it into smaller GeoTIFFs")  # fmt: skip
+        raise
     return image
 
 

@@ -151,12 +151,16 @@ class AnnotationStore:
 
     # images ------------------------------------------------------------------------------
 
-    def add_image(self, path: Path, added_by: str = "", name: Optional[str] = None) -> str:
-        """Register an image file (idempotent: the id is its SHA-256); returns the id."""
+    def add_image(self, path: Path, added_by: str = "", name: Optional[str] = None,
+                  max_pixels: Optional[int] = None) -> str:  # fmt: skip
+        """Register an image file (idempotent: the id is its SHA-256); returns the id.
+        Images of more than ``max_pixels`` pixels are refused."""
         path = Path(path)
-        data = path.read_bytes() if path.stat().st_size <= MAX_STORED_BYTES else None
-        image_id = hashlib.sha256(data).hexdigest() if data is not None else sha256_of(path)
         with RasterImage(path, bands=(1, 1, 1)) as image:
+            if max_pixels is not None:
+                image.check_size(max_pixels)
+            data = path.read_bytes() if path.stat().st_size <= MAX_STORED_BYTES else None
+            image_id = hashlib.sha256(data).hexdigest() if data is not None else sha256_of(path)
             record = {
                 "id": image_id,
                 "name": name or path.name,

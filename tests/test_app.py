@@ -116,7 +116,7 @@ def test_bad_uploads_get_clear_messages_and_lose_nothing(workspace, scenes, tmp_
     assert "**two.tif**" in info  # opens once bands are chosen
     small = webapp.open_workspace(app_args(tmp_path, adapter, tiny_sam_checkpoint, "--max-pixels", "1000"))
     _, _, info, _ = webapp.upload(small, [str(scenes[1])], "ana", "", STRETCH, 0.5, None)
-    assert "more than this app accepts (1,000)" in info
+    assert "more than 1,000; cut it into smaller GeoTIFFs" in info
     with AnnotationStore(workspace.db_path) as store:
         assert store.counts_by_status()["accepted"] == 1
 

@@ -119,12 +119,14 @@ class RasterImage:
 
     def read_whole(self, max_pixels: int = 100_000_000) -> Tuple[np.ndarray, np.ndarray]:
         """``read()`` of the whole image, refused beyond ``max_pixels`` (use windows instead)."""
-        if self.width * self.height > max_pixels:
-            raise ImageReadError(
-                f"{self.path.name} has {self.width}x{self.height} pixels, more than {max_pixels:,} "
-                "to read at once; predict it tile by tile instead"
-            )
+        self.check_size(max_pixels, "to read at once; predict it tile by tile instead")
         return self.read()
+
+    def check_size(self, max_pixels: int, advice: str = "cut it into smaller GeoTIFFs") -> None:
+        """Refuse an image of more than ``max_pixels`` pixels, saying what to do instead."""
+        if self.width * self.height > max_pixels:
+            raise ImageReadError(f"{self.path.name} has {self.width}x{self.height} pixels, more than "
+                                 f"{max_pixels:,}; {advice}")  # fmt: skip
 
     def quicklook(self, max_side: int) -> Tuple[np.ndarray, np.ndarray]:
         """The whole image decimated so that its longer side is at most ``max_side``."""

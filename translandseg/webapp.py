@@ -114,10 +114,11 @@ def upload(workspace: Workspace, files, name: str, bands: str, stretch: str, opa
             added.append(workspace.add_upload(Path(path), Path(path).name, _annotator(name, request)))
         except USER_ERRORS as error:
             messages.append(f"{Path(path).name}: {error}")
-    if added:
-        session, _, opened = _open_stored(workspace, added[0], bands, stretch, opacity, session)
+    picture = None if session is None else session.picture(opacity)
+    if added:  # opening renders the picture once
+        session, picture, opened = _open_stored(workspace, added[0], bands, stretch, opacity, session)
         messages.insert(0, opened + (f" {len(added) - 1} more image(s) added to the queue." if len(added) > 1 else ""))
-    return session, *_view(session, opacity, "\n\n".join(messages)), _queue_rows(workspace)
+    return session, picture, "\n\n".join(messages), _queue_rows(workspace)
 
 
 def open_example(workspace: Workspace, name: str, bands: str, stretch: str, opacity: float,
