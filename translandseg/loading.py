@@ -9,8 +9,8 @@ from typing import Optional
 import torch
 from segment_anything.modeling import MaskDecoder
 
-from .adapter import AdapterInfo, load_adapter, read_adapter_info
-from .build import build_translandseg
+from .adapter import AdapterInfo, has_prompt_decoder, load_adapter, read_adapter_info
+from .build import LITE, build_translandseg
 from .download import sha256_of
 from .modeling import DEFAULT_ATL_VARIANT, TransLandSeg
 from .sam_checkpoints import resolve_sam_checkpoint
@@ -29,6 +29,7 @@ class LoadedModel:
     adapter: Optional[AdapterInfo] = None
     adapter_path: Optional[Path] = None
     adapter_sha256: Optional[str] = None
+    prompt_decoder_tuned: bool = False  # the adapter brought its own point-prompt decoder
 
     @property
     def version(self) -> Optional[str]:
@@ -43,10 +44,12 @@ class LoadedModel:
         return f"{self.model_type}-{self.sam_sha256[:16]}-{self.model.image_size}"
 
     def describe(self) -> str:
-        line = f"SAM {self.model_type} ({self.sam_checkpoint.name}), {self.model.image_size}px"
+        base = "LiteMedSAM" if self.model_type == LITE else f"SAM {self.model_type}"
+        line = f"{base} ({self.sam_checkpoint.name}), {self.model.image_size}px"
         if self.adapter_path is None:
             return line + f", untrained ATL {self.model.atl.variant.name}"
-        return line + f", adapter {self.adapter_path.name} (ATL {self.adapter.atl_variant})"
+        clicks = ", its own click decoder" if self.prompt_decoder_tuned else ""
+        return line + f", adapter {self.adapter_path.name} (ATL {self.adapter.atl_variant}{clicks})"
 
 
 @functools.lru_cache(maxsize=8)
@@ -73,20 +76,22 @@ def load_model(
     """Build TransLandSeg on SAM ``model_type`` and load its weights.
 
     With an adapter, its recorded ATL variant and input size are used (``image_size`` and
-    ``variant`` must then agree or be left out); without, they default to 1024 and "mlp1".
+    ``variant`` must then agree or be left out); without, they default to the base model's
+    input size and "mlp1". An adapter's tuned point decoder replaces SAM's for clicks.
     """
     info = read_adapter_info(adapter) if adapter is not None else None
     if info is not None:
         image_size = image_size or info.image_size
         variant = variant or info.atl_variant
     checkpoint = resolve_sam_checkpoint(model_type, sam_checkpoint, cache=cache, download=download)
-    model = build_translandseg(model_type, image_size or 1024, variant or DEFAULT_ATL_VARIANT)
+    model = build_translandseg(model_type, image_size, variant or DEFAULT_ATL_VARIANT)
     load_sam_weights(model, read_sam_state_dict(checkpoint))
     model.to(torch.device(device))
     prompt_decoder = copy.deepcopy(model.mask_decoder).requires_grad_(False).eval()  # before any adapter
     loaded = LoadedModel(model, model_type, checkpoint, checkpoint_sha256(checkpoint), prompt_decoder)
     if adapter is not None:
-        loaded.adapter = load_adapter(model, adapter, model_type, loaded.sam_sha256)
+        loaded.adapter = load_adapter(model, adapter, model_type, loaded.sam_sha256, prompt_decoder)
+        loaded.prompt_decoder_tuned = has_prompt_decoder(adapter)
         loaded.adapter_path = Path(adapter)
         loaded.adapter_sha256 = checkpoint_sha256(adapter)
     model.eval()

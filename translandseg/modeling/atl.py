@@ -110,6 +110,13 @@ class ConvModule(nn.Module):
         return self.layers(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
 
 
+def lightweight_module(variant: ATLVariant, dim: int, out_dim: int) -> nn.Module:
+    """The per-block module of ``variant``: d -> d (MLP, up-projected after) or d -> out_dim (conv)."""
+    if variant.middle == "conv":
+        return ConvModule(dim, out_dim)
+    return MLPModule(dim, variant.middle_layers, variant.residual)
+
+
 class ATL(nn.Module):
     def __init__(
         self,
@@ -141,15 +148,9 @@ class ATL(nn.Module):
         d = self.hidden_dim
         self.handcrafted_embed = nn.Conv2d(in_chans, d, kernel_size=patch_size, stride=patch_size)
         self.embedding_down = nn.Linear(embed_dim, d)
-        if variant.middle == "conv":
-            self.lightweight = nn.ModuleList(ConvModule(d, embed_dim) for _ in self.block_indexes)
-            self.shared_up = None
-        else:
-            self.lightweight = nn.ModuleList(
-                MLPModule(d, variant.middle_layers, variant.residual) for _ in self.block_indexes
-            )
-            self.shared_up = nn.Linear(d, embed_dim)
-        self.apply(_init_weights)
+        self.lightweight = nn.ModuleList(lightweight_module(variant, d, embed_dim) for _ in self.block_indexes)
+        self.shared_up = nn.Linear(d, embed_dim) if variant.middle == "mlp" else None
+        self.apply(init_atl_weights)
 
     def forward(self, images: torch.Tensor, patch_tokens: torch.Tensor) -> Dict[int, torch.Tensor]:
         """Prompts (B, H, W, embed_dim) keyed by the block index they are added before.
@@ -166,8 +167,20 @@ class ATL(nn.Module):
             prompts[index] = self.shared_up(prompt) if self.shared_up is not None else prompt
         return prompts
 
+    def encode(self, encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """SAM's ViT ``encoder`` run on normalised images ``x`` with the prompts added before their blocks."""
+        tokens = encoder.patch_embed(x)
+        prompts = self(x, tokens)
+        if encoder.pos_embed is not None:
+            tokens = tokens + encoder.pos_embed
+        for index, block in enumerate(encoder.blocks):
+            if index in prompts:
+                tokens = tokens + prompts[index]
+            tokens = block(tokens)
+        return encoder.neck(tokens.permute(0, 3, 1, 2))
 
-def _init_weights(module: nn.Module) -> None:
+
+def init_atl_weights(module: nn.Module) -> None:
     """As the paper's public code: trunc-normal Linear, fan-out normal conv, zero biases."""
     if isinstance(module, nn.Linear):
         nn.init.trunc_normal_(module.weight, std=0.02)

@@ -1,13 +1,14 @@
 """TransLandSeg: a frozen SAM image encoder steered by ATL prompts, and a trainable decoder."""
 
-from typing import Iterator, Tuple
+from typing import Iterator, Tuple, Union
 
 import torch
-from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder
+from segment_anything.modeling import MaskDecoder, PromptEncoder
 from torch import nn
 from torch.nn import functional as F
 
 from .atl import ATL
+from .hierarchical_atl import HierarchicalATL
 
 
 class TransLandSeg(nn.Module):
@@ -15,8 +16,8 @@ class TransLandSeg(nn.Module):
 
     def __init__(
         self,
-        image_encoder: ImageEncoderViT,
-        atl: ATL,
+        image_encoder: nn.Module,
+        atl: Union[ATL, HierarchicalATL],
         prompt_encoder: PromptEncoder,
         mask_decoder: MaskDecoder,
         pixel_mean: Tuple[float, ...] = (123.675, 116.28, 103.53),
@@ -27,12 +28,12 @@ class TransLandSeg(nn.Module):
         prompt encoder's "no mask" dense embedding, both taken from the SAM checkpoint.
 
         Args:
-          image_encoder: SAM's ViT encoder; frozen here.
-          atl: the adaptive transfer learning module; trained.
+          image_encoder: SAM's ViT encoder (or LiteMedSAM's TinyViT); frozen here.
+          atl: the adaptive transfer learning module matching the encoder; trained.
           prompt_encoder: SAM's prompt encoder; frozen, used for its dense positional
             encoding and "no mask" embedding only.
           mask_decoder: SAM's mask decoder; trained.
-          pixel_mean, pixel_std: SAM's normalisation of 0-255 RGB input.
+          pixel_mean, pixel_std: the encoder's normalisation of 0-255 RGB input.
         """
         super().__init__()
         self.image_encoder = image_encoder
@@ -64,18 +65,8 @@ class TransLandSeg(nn.Module):
         return self
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Image embeddings (B, C, S/16, S/16) of 0-255 RGB ``images`` (B, 3, S, S)."""
-        x = (images - self.pixel_mean) / self.pixel_std
-        encoder = self.image_encoder
-        tokens = encoder.patch_embed(x)
-        prompts = self.atl(x, tokens)
-        if encoder.pos_embed is not None:
-            tokens = tokens + encoder.pos_embed
-        for index, block in enumerate(encoder.blocks):
-            if index in prompts:
-                tokens = tokens + prompts[index]
-            tokens = block(tokens)
-        return encoder.neck(tokens.permute(0, 3, 1, 2))
+        """Image embeddings (B, C, G, G) of 0-255 RGB ``images`` (B, 3, S, S)."""
+        return self.atl.encode(self.image_encoder, (images - self.pixel_mean) / self.pixel_std)
 
     def encode_plain(self, images: torch.Tensor) -> torch.Tensor:
         """SAM's own embeddings (no ATL prompts) of 0-255 RGB ``images`` (B, 3, S, S), for point prompts."""

