@@ -7,6 +7,7 @@ so sessions in several threads or processes can save at once.
 
 import math
 import shutil
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -17,13 +18,14 @@ from rasterio.windows import Window
 from translandseg.correction import DEFAULT_WINDOW_SIZE, Box, Click, CorrectionError, CorrectionSession, WindowBox
 from translandseg.download import sha256_of
 from translandseg.embedding_cache import EmbeddingCache
-from translandseg.loading import LoadedModel
+from translandseg.loading import LoadedModel, load_model
 from translandseg.overlay import render
 from translandseg.predict import Predictor, tile_starts
 from translandseg.prompting import PointPrompter
 from translandseg.raster import STRETCH_PERCENTILES, ImageReadError, RasterImage
 
 from .store import AnnotationStore, session_prompts, stored_prompts
+from .training_runs import activate, active_model
 
 QUICKLOOK_SIDE = 1536  # the longest side shown in the browser
 WHOLE_IMAGE = "whole image"
@@ -44,16 +46,45 @@ class Workspace:
     embeddings: EmbeddingCache = field(default_factory=EmbeddingCache)
     limits: Limits = field(default_factory=Limits)
     window_size: int = DEFAULT_WINDOW_SIZE
+    cache_dir: Optional[Path] = None  # where base checkpoints are cached
 
     def __post_init__(self) -> None:
         self.images_dir.mkdir(parents=True, exist_ok=True)
-        self.prompter = None
-        if self.model is not None:
-            m = self.model
-            self.prompter = PointPrompter(m.model, m.prompt_decoder, m.prompt_model_id, self.embeddings)
+        self._switching = threading.Lock()
+        self._use(self.model, self.model_message)
         with self.store() as store:  # creates or migrates the file now, not on the first click
             if self.model is not None and self.model.version is not None:
                 _register(store, self.model)
+                if active_model(store) is None:
+                    activate(store, self.model.version)
+        self.follow_active_model()
+
+    def _use(self, model: Optional[LoadedModel], message: str) -> None:
+        self.model, self.model_message = model, message
+        self.prompter = None
+        if model is not None:
+            self.prompter = PointPrompter(model.model, model.prompt_decoder, model.prompt_model_id, self.embeddings)
+
+    def follow_active_model(self) -> None:
+        """Load the store's active version if it is not the one in use (activated here, by a
+        retraining run or another process); images opened from now on use it."""
+        if self.model is None:
+            return
+        with self._switching:
+            with self.store() as store:
+                active = active_model(store)
+            if active is None or active["version"] == self.model.version:
+                return
+            same_base = active["base_model"] == self.model.model_type
+            try:
+                loaded = load_model(active["base_model"], self.model.sam_checkpoint if same_base else None,
+                                    Path(active["file"]), device=str(self.model.model.device), cache=self.cache_dir,
+                                    download=False)  # fmt: skip
+            except (OSError, ValueError, RuntimeError) as error:
+                self.model_message = (f"The active version {active['version']} cannot be loaded ({error}); "
+                                      f"automatic masks still come from {self.model.version}.")  # fmt: skip
+                return
+            self._use(loaded, f"Model: {loaded.describe()}, the store's active version {loaded.version}.")
 
     def store(self) -> AnnotationStore:
         return AnnotationStore(self.db_path)
@@ -156,6 +187,7 @@ class LabelingSession:
                 base = store.prediction_mask(parent) if parent else np.zeros((image.height, image.width), bool)
         if latest is not None:
             return cls._restored(workspace, image_id, name, image, latest, prompts, base)
+        workspace.follow_active_model()
         prediction_id, version, automatic, message = _automatic_mask(workspace, image_id, image)
         correction = CorrectionSession(image, image_id, automatic, workspace.prompter, workspace.window_size)
         session = cls(workspace, image_id, name, image, correction, prediction_id, version, None, message)

@@ -90,5 +90,29 @@ def _initial_schema(db: Database) -> None:
         db[table].create_index([column])
 
 
-MIGRATIONS = [_initial_schema]
+def _retraining(db: Database) -> None:
+    """Retraining jobs: what each run trained on, how far it is, and settings."""
+    runs = db["training_runs"]
+    runs.add_column("requested_by", str)
+    runs.add_column("settings", str)  # JSON: base model, statuses, epochs, ...
+    runs.add_column("base_version", str)  # the active version the run started from (NULL: fresh)
+    runs.add_column("pid", int)  # the training process
+    runs.add_column("epoch", int)
+    runs.add_column("epochs", int)
+    runs.add_column("loss", float)
+    runs.add_column("val_metrics", str)  # JSON, the latest epoch's
+    runs.add_column("eta_seconds", float)
+    runs.add_column("heartbeat_at", str)
+    runs.add_column("cancel_requested", int, not_null_default=0)
+    runs.add_column("baseline_metrics", str)  # JSON: the active version on the same validation split
+    db["snapshot_annotations"].create(
+        {"run_id": int, "annotation_id": int, "image_id": str, "split": str},  # split: train / val
+        pk=("run_id", "annotation_id"),
+        foreign_keys=[("run_id", "training_runs", "id"), ("annotation_id", "annotations", "id")],
+    )
+    db["models"].add_column("run_id", int)  # the training run that made it (NULL: registered from a file)
+    db["settings"].create({"key": str, "value": str}, pk="key")
+
+
+MIGRATIONS = [_initial_schema, _retraining]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -293,11 +293,12 @@ class AnnotationStore:
     # models --------------------------------------------------------------------------------
 
     def register_model(self, version: str, file: str, sha256: str, atl_variant: str, base_model: str,
-                       base_sha256: str, training_snapshot: str = "", metrics: Optional[Dict] = None) -> int:  # fmt: skip
+                       base_sha256: str, training_snapshot: str = "", metrics: Optional[Dict] = None,
+                       run_id: Optional[int] = None) -> int:  # fmt: skip
         """Record a model version (once; registering it again returns the same id)."""
         row = {"version": version, "file": file, "sha256": sha256, "atl_variant": atl_variant,
                "base_model": base_model, "base_sha256": base_sha256, "training_snapshot": training_snapshot,
-               "metrics": json.dumps(metrics or {}), "active": 0, "created_at": now()}  # fmt: skip
+               "metrics": json.dumps(metrics or {}), "active": 0, "created_at": now(), "run_id": run_id}  # fmt: skip
         with self.writing() as db:
             db["models"].insert(row, ignore=True)
             return db.execute("select id from models where version = ?", [version]).fetchone()[0]

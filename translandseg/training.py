@@ -1,8 +1,8 @@
 """Train the ATL and mask decoder of TransLandSeg; SAM's encoder stays frozen.
 
 As the paper's code: BCE + IoU loss, AdamW at 2e-4 with a cosine schedule down to 1e-7,
-the best epoch chosen by validation mIoU. Beyond it: early stopping, and resuming from the
-last finished epoch after an interruption.
+the best epoch chosen by validation mIoU. Beyond it: early stopping, a time budget, and
+resuming from the last finished epoch after an interruption.
 
 ``out_dir`` receives ``adapter.safetensors`` (the best epoch), ``checkpoint.pt`` (the last
 epoch, for resuming) and ``history.json`` (loss and validation metrics per epoch).
@@ -40,6 +40,7 @@ class TrainConfig:
     patience: int = 10  # epochs without a better validation mIoU before stopping
     augment: bool = True
     seed: int = 42
+    max_seconds: Optional[float] = None  # time budget: no new epoch starts after it is spent
 
 
 @dataclass
@@ -93,11 +94,15 @@ def train(
         (out_dir / HISTORY_FILE).write_text(json.dumps(state.history, indent=1))
         if on_epoch is not None:
             on_epoch(record)
-        if epoch - state.best_epoch >= config.patience:
+        if epoch - state.best_epoch >= config.patience or _over_budget(state, config):
             break
     best = next(r for r in state.history if r["epoch"] == state.best_epoch)
     return TrainResult(out_dir / ADAPTER_FILE, state.best_epoch, best, state.history,
                        stopped_early=state.epoch < config.epochs)  # fmt: skip
+
+
+def _over_budget(state: "_TrainingState", config: TrainConfig) -> bool:
+    return config.max_seconds is not None and sum(r["seconds"] for r in state.history) >= config.max_seconds
 
 
 def cosine_schedule(optimizer, config: TrainConfig, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:

@@ -21,6 +21,7 @@ from annotations.labeling import WHOLE_IMAGE, LabelingSession, Limits, Workspace
 from annotations.store import STATUSES  # noqa: E402
 
 from .cli import USER_ERRORS  # noqa: E402
+from .default_model import choose_model  # noqa: E402
 from .embedding_cache import EmbeddingCache  # noqa: E402
 from .loading import load_model  # noqa: E402
 from .sam_checkpoints import cache_dir  # noqa: E402
@@ -62,8 +63,11 @@ def default_data_dir() -> Path:
 def open_workspace(args: argparse.Namespace) -> Workspace:
     """Load the model (or explain why not) and open the store."""
     try:
-        loaded = load_model(args.sam, args.sam_checkpoint, args.adapter, device=args.device, cache=args.cache_dir)
-        message = f"Model: {loaded.describe()}."
+        choice = choose_model(args.sam, args.sam_checkpoint, args.adapter, args.cache_dir)
+        loaded = load_model(choice.model_type, args.sam_checkpoint, choice.adapter, device=args.device,
+                            cache=args.cache_dir)  # fmt: skip
+        message = f"Model: {loaded.describe()}." + (f" ({choice.reason[0].upper()}{choice.reason[1:]}.)"
+                                                    if choice.reason else "")  # fmt: skip
         if loaded.version is None:
             message += (" No trained adapter was given, so there are no automatic masks; SAM clicks work. "
                         "Train one with `translandseg train` and start the app with `--adapter FILE`.")  # fmt: skip
@@ -73,7 +77,8 @@ def open_workspace(args: argparse.Namespace) -> Workspace:
     data_dir = args.data_dir
     embeddings = EmbeddingCache(args.embedding_cache_mb, cache_dir(args.cache_dir) / "embeddings")
     limits = Limits(max_bytes=int(args.max_file_mb * 2**20), max_pixels=args.max_pixels)
-    return Workspace(args.db or data_dir / "labels.db", data_dir / "images", loaded, message, embeddings, limits)
+    return Workspace(args.db or data_dir / "labels.db", data_dir / "images", loaded, message, embeddings, limits,
+                     cache_dir=args.cache_dir)  # fmt: skip
 
 
 # --- handlers: (state, outputs...) in, updates out ------------------------------------------------
@@ -339,7 +344,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=int(env("GRADIO_SERVER_PORT", 7860)))
     parser.add_argument("--db", type=Path, default=env("TRANSLANDSEG_DB"), help="label store (default DATA_DIR/labels.db)")
     parser.add_argument("--data-dir", type=Path, default=None, help="where the store and uploads persist")
-    parser.add_argument("--sam", default=env("TRANSLANDSEG_SAM"), help="SAM size (default: the adapter's, else vit_b)")
+    parser.add_argument("--sam", default=env("TRANSLANDSEG_SAM"),
+                        help="base model: vit_b, vit_l, vit_h or lite (default: the adapter's; else vit_b when its "
+                        "checkpoint is cached, else the offline default, LiteMedSAM with assets' adapter)")
     parser.add_argument("--sam-checkpoint", type=Path, default=env("TRANSLANDSEG_SAM_CHECKPOINT"))
     parser.add_argument("--adapter", type=Path, default=env("TRANSLANDSEG_ADAPTER"))
     parser.add_argument("--cache-dir", type=Path, help="checkpoints and embeddings (default $TRANSLANDSEG_CACHE_DIR)")
@@ -350,11 +357,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--auth", help="USER:PASSWORD to require a login (the user name is recorded)")
     args = parser.parse_args(argv)
     args.data_dir = args.data_dir or default_data_dir()
-    if args.sam is None and args.adapter is not None and args.adapter.is_file():
-        from .adapter import read_adapter_info
-
-        args.sam = read_adapter_info(args.adapter).base_model
-    args.sam = args.sam or "vit_b"
     return args
 
 

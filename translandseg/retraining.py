@@ -1,0 +1,192 @@
+"""Retrain the adapter from the labels in a store, in a separate process, one run at a time.
+
+``start_retraining`` records the run and its snapshot (see ``annotations.training_runs``) and
+starts ``python -m translandseg.retraining DB RUN`` in its own session, so labeling goes on
+undisturbed. That process:
+
+1. writes the snapshot's images and labels to a temporary folder, split as recorded;
+2. loads the active version's adapter to start from (or a fresh ATL and the base decoder) and
+   measures it on the validation split, so the new version is compared on the same images;
+3. trains with a time budget, reporting epoch, loss, validation metrics and ETA to the store;
+4. writes the adapter into ``models/`` next to the store (temporary file, then rename) and
+   registers the version with its SHA-256, metrics and run; activates it only when the store's
+   ``auto_activate`` setting is on and it beats the active version's validation mIoU.
+
+SIGTERM (``request_cancel``) ends it as "cancelled"; an error as "failed" with the message;
+a SIGKILL leaves the run for ``reap_dead_runs`` to mark failed. No path changes the active
+model except a successful run's activation.
+"""
+
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import traceback
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from annotations.store import AnnotationStore
+from annotations.training_runs import (
+    activate,
+    auto_activate,
+    create_run,
+    finish_run,
+    run,
+    snapshot,
+    update_run,
+)
+
+from .data import Pair
+from .download import sha256_of
+
+MODELS_FOLDER = "models"
+
+
+@dataclass
+class RetrainSettings:
+    """What a run trains: its base model (when no version is active) and CPU-feasible defaults."""
+
+    model_type: str
+    sam_checkpoint: Optional[str] = None
+    cache_dir: Optional[str] = None
+    device: str = "cpu"
+    statuses: Tuple[str, ...] = ("accepted",)
+    epochs: int = 10
+    batch_size: int = 2
+    image_size: Optional[int] = 256  # the base model's own size when the base is lite; None: 1024
+    max_minutes: float = 30.0
+    seed: int = 42
+
+
+class Cancelled(Exception):
+    pass
+
+
+def models_dir(db_path: Path) -> Path:
+    return Path(db_path).resolve().parent / MODELS_FOLDER
+
+
+def start_retraining(db_path: Path, settings: RetrainSettings, requested_by: str = "") -> Tuple[int, subprocess.Popen]:
+    """Record a run and start its process; raises ``RetrainRefused`` with the reason when it cannot."""
+    with AnnotationStore(db_path) as store:
+        run_id = create_run(store, settings.statuses, requested_by, asdict(settings))
+        log = models_dir(db_path) / f"run-{run_id:04d}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as out:
+            process = subprocess.Popen([sys.executable, "-m", "translandseg.retraining", str(db_path), str(run_id)],
+                                       stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        update_run(store, run_id, pid=process.pid)
+    threading.Thread(target=process.wait, daemon=True).start()  # reap it, so a dead worker is never a zombie
+    return run_id, process
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    db_path, run_id = (sys.argv[1:] if argv is None else argv)[:2]
+    signal.signal(signal.SIGTERM, _cancel)
+    with AnnotationStore(Path(db_path)) as store:
+        try:
+            return _run(store, int(run_id))
+        except Cancelled:
+            finish_run(store, int(run_id), "cancelled", "cancelled on request; the active model is unchanged")
+        except Exception as error:  # noqa: BLE001 - every failure is reported to the run
+            traceback.print_exc()
+            finish_run(store, int(run_id), "failed", f"{type(error).__name__}: {error}")
+    return 1
+
+
+def _cancel(signum, frame) -> None:
+    raise Cancelled()
+
+
+def _run(store: AnnotationStore, run_id: int) -> int:
+    from .evaluation import evaluate
+    from .predict import Predictor
+    from .training import TrainConfig, train
+
+    record = run(store, run_id)
+    settings = RetrainSettings(**{**record["settings"], "statuses": tuple(record["settings"]["statuses"])})
+    update_run(store, run_id, status="running", epochs=settings.epochs, message="preparing the training set")
+    base = store.db["models"].get(_version_id(store, record["base_version"])) if record["base_version"] else None
+    loaded = _load(settings, base)
+    with tempfile.TemporaryDirectory(prefix="translandseg-retrain-") as folder:
+        train_pairs, val_pairs = _materialise(store, run_id, Path(folder))
+        if base is not None:
+            update_run(store, run_id, message=f"measuring {base['version']} on the validation split")
+            update_run(store, run_id, baseline_metrics=evaluate(Predictor(loaded.model), val_pairs))
+        update_run(store, run_id, message="training")
+        config = TrainConfig(epochs=settings.epochs, batch_size=settings.batch_size, seed=settings.seed,
+                             max_seconds=60 * settings.max_minutes)  # fmt: skip
+        work = models_dir(store.path) / f"run-{run_id:04d}"
+        result = train(loaded, train_pairs, val_pairs, work, config, training_snapshot=f"run {run_id}",
+                       progress=False, on_epoch=lambda r: _report(store, run_id, r, settings.epochs))  # fmt: skip
+    model_id, version = _register(store, run_id, result.adapter_path, loaded, result.best_metrics)
+    shutil.rmtree(work, ignore_errors=True)
+    message = f"version {version}: validation mIoU {result.best_metrics['miou']:.3f}"
+    baseline = run(store, run_id)["baseline_metrics"]
+    if baseline:
+        message += f" (active {record['base_version']}: {baseline['miou']:.3f} on the same images)"
+    if auto_activate(store) and result.best_metrics["miou"] > baseline.get("miou", -1.0):
+        activate(store, version)
+        message += "; activated automatically"
+    finish_run(store, run_id, "succeeded", message, model_id)
+    return 0
+
+
+def _version_id(store: AnnotationStore, version: str) -> int:
+    return store.db.execute("select id from models where version = ?", [version]).fetchone()[0]
+
+
+def _load(settings: RetrainSettings, base: Optional[Dict]):
+    from .build import LITE
+    from .loading import load_model
+
+    if base is not None:
+        return load_model(base["base_model"], settings.sam_checkpoint, Path(base["file"]), device=settings.device,
+                          cache=settings.cache_dir, download=False)  # fmt: skip
+    image_size = None if settings.model_type == LITE else settings.image_size
+    return load_model(settings.model_type, settings.sam_checkpoint, None, image_size, device=settings.device,
+                      cache=settings.cache_dir, download=False)  # fmt: skip
+
+
+def _materialise(store: AnnotationStore, run_id: int, folder: Path) -> Tuple[List[Pair], List[Pair]]:
+    """Write the snapshot's images and labels under ``folder``; (training, validation) pairs."""
+    splits: Dict[str, List[Pair]] = {"train": [], "val": []}
+    for annotation_id, image_id, split in snapshot(store, run_id):
+        (folder / "image").mkdir(exist_ok=True)
+        (folder / "label").mkdir(exist_ok=True)
+        with store.image_file(image_id) as path:
+            image = folder / "image" / f"{image_id}{path.suffix}"
+            shutil.copyfile(path, image)
+        label = folder / "label" / f"{image_id}.png"
+        label.write_bytes(store.db["annotations"].get(annotation_id)["mask"])
+        splits[split].append(Pair(image, label))
+    return splits["train"], splits["val"]
+
+
+def _report(store: AnnotationStore, run_id: int, record: Dict[str, float], epochs: int) -> None:
+    epoch = int(record["epoch"])
+    metrics = {k: record[k] for k in ("iou", "f1", "miou")}
+    update_run(store, run_id, epoch=epoch, loss=record["loss"], val_metrics=metrics, progress=epoch / epochs,
+               eta_seconds=record["seconds"] * (epochs - epoch))  # fmt: skip
+
+
+def _register(store: AnnotationStore, run_id: int, trained: Path, loaded, metrics: Dict) -> Tuple[int, str]:
+    """Copy the adapter into ``models/`` (temporary file, then rename) and record its version."""
+    folder = models_dir(store.path)
+    target = folder / f"retrain-{run_id:04d}.safetensors"
+    partial = folder / f".{target.name}.partial"
+    shutil.copyfile(trained, partial)
+    partial.replace(target)
+    sha256 = sha256_of(target)
+    version = f"{target.stem}-{sha256[:12]}"
+    model = loaded.model
+    model_id = store.register_model(version, str(target), sha256, model.atl.variant.name, loaded.model_type,
+                                    loaded.sam_sha256, f"run {run_id}", metrics, run_id)  # fmt: skip
+    return model_id, version
+
+
+if __name__ == "__main__":
+    sys.exit(main())
