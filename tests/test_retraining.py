@@ -158,3 +158,36 @@ def test_a_store_from_before_retraining_migrates(tmp_path, store_with_labels):
     with AnnotationStore(tmp_path / "old.db") as store:
         assert store.schema_version == 2 and "snapshot_annotations" in store.db.table_names()
         assert store.db["training_runs"].columns_dict["cancel_requested"] is int
+
+
+def test_cli_retrains_with_a_progress_bar_and_activates(tmp_path, store_with_labels, tiny_sam_checkpoint, capsys):
+    from translandseg.cli import main
+
+    db = str(store_with_labels)
+    assert main(["retrain", "--db", db, "--sam", "tiny", "--sam-checkpoint", str(tiny_sam_checkpoint),
+                 "--epochs", "1"]) == 0  # fmt: skip
+    out, err = capsys.readouterr()
+    assert "run 1: succeeded: version retrain-0001-" in out and "run 1" in err and "epoch" in err
+    with AnnotationStore(store_with_labels) as store:
+        (model,) = store.models()
+    assert main(["models", "--db", db, "--activate", model["version"]]) == 0
+    assert f"* {model['version']}" in capsys.readouterr().out
+
+
+def test_the_model_tab_starts_follows_and_activates_a_run(tmp_path, store_with_labels, tiny_sam_checkpoint, adapter):
+    from translandseg import webapp
+
+    loaded = load_model("tiny", tiny_sam_checkpoint, adapter)
+    workspace = Workspace(store_with_labels, tmp_path / "images", loaded, "", EmbeddingCache(64))
+    assert webapp.retrain(workspace, "ana", ["accepted"], 1, 5) == "Retraining run 1 started."
+    assert "already running" in webapp.retrain(workspace, "ana", ["accepted"], 1, 5)
+    run = wait_for(store_with_labels, finished)
+    assert run["status"] == "succeeded", run["message"]
+    status = webapp.training_status(workspace)
+    assert "**succeeded**" in status and "val miou" in status and "on the same images" in status
+    rows = webapp.version_rows(workspace)
+    assert [r[1] for r in rows] == ["", "yes"]  # newest first; the startup adapter is still active
+    assert "is active" in webapp.activate_version(workspace, rows[0][0])
+    assert workspace.model.version == rows[0][0]
+    assert "is active" in webapp.activate_version(workspace, rows[1][0])  # roll back
+    assert workspace.model.version == loaded.version

@@ -87,8 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     default.add_argument("--out", type=Path, default=DEFAULT_ADAPTER, help="adapter file to write")
     default.add_argument("--work-dir", type=Path, default=Path("runs/train-default"),
                          help="checkpoints and report (resumes the automatic stage from here)")
-    default.add_argument("--epochs", type=int, default=24, help="epochs of the automatic stage")
-    default.add_argument("--click-epochs", type=int, default=10, help="passes of the click stage")
+    default.add_argument("--epochs", type=int, help="epochs of the automatic stage (default: the recipe's)")
+    default.add_argument("--click-epochs", type=int, help="passes of the click stage (default: the recipe's)")
     default.add_argument("--click-steps", type=int, help="stop the click stage after this many steps (smoke runs)")
     default.set_defaults(run=_train_default)
 
@@ -122,6 +122,25 @@ def _store_commands(commands) -> None:
     exporter.add_argument("--seed", type=int, default=42)
     exporter.add_argument("--zip", action="store_true", help="also pack the folder into OUT.zip")
     exporter.set_defaults(run=_export)
+
+    retrain = commands.add_parser("retrain", help="retrain the adapter from a label store's labels",
+                                  description="Starts a run in its own process (starting from the store's active "
+                                  "version) and follows it with a progress bar; Ctrl-C cancels it.")  # fmt: skip
+    retrain.add_argument("--db", type=Path, required=True)
+    retrain.add_argument("--status", default="accepted", help="comma-separated review statuses to train on")
+    retrain.add_argument("--epochs", type=int, default=10)
+    retrain.add_argument("--minutes", type=float, default=30.0, help="time budget")
+    retrain.add_argument("--detach", action="store_true", help="start the run and return at once")
+    retrain.add_argument("--cancel", action="store_true", help="cancel the running run instead")
+    _model_options(retrain)
+    retrain.set_defaults(run=_retrain)
+
+    models = commands.add_parser("models", help="list a label store's model versions, or activate one")
+    models.add_argument("--db", type=Path, required=True)
+    models.add_argument("--activate", metavar="VERSION", help="make VERSION active (also to roll back)")
+    models.add_argument("--auto-activate", choices=("on", "off"),
+                        help="activate new versions automatically when they beat the active one")
+    models.set_defaults(run=_models)
 
     db = commands.add_parser("db", help="label store commands").add_subparsers(required=True, metavar="COMMAND")
     info = db.add_parser("info", help="counts by review status, models")
@@ -201,12 +220,12 @@ def _train(args) -> None:
 
 
 def _train_default(args) -> None:
-    from .click_training import ClickTrainConfig
     from .default_model import DefaultRecipe, train_default
-    from .training import TrainConfig
 
-    recipe = DefaultRecipe(TrainConfig(epochs=args.epochs, patience=8),
-                           ClickTrainConfig(epochs=args.click_epochs, max_steps=args.click_steps))  # fmt: skip
+    recipe = DefaultRecipe()
+    recipe.automatic.epochs = args.epochs or recipe.automatic.epochs
+    recipe.clicks.epochs = args.click_epochs or recipe.clicks.epochs
+    recipe.clicks.max_steps = args.click_steps
     report = train_default(args.samples, args.out, args.work_dir, recipe)
     args.work_dir.mkdir(parents=True, exist_ok=True)
     (args.work_dir / "report.json").write_text(json.dumps(report, indent=1))
@@ -253,6 +272,69 @@ def _export(args) -> None:
         out = export_training_set(store, args.out, args.formats.split(","), args.status.split(","),
                                   args.val_fraction, args.seed, args.zip, progress=True)  # fmt: skip
     print(out)
+
+
+def _retrain(args) -> None:
+    from annotations import AnnotationStore
+    from annotations.training_runs import request_cancel
+
+    from .default_model import choose_model
+    from .retraining import RetrainSettings, start_retraining
+
+    if args.cancel:
+        with AnnotationStore(args.db) as store:
+            run_id = request_cancel(store)
+        print(f"cancelling run {run_id}" if run_id else "no retraining is running")
+        return
+    choice = choose_model(args.sam, args.sam_checkpoint, None, args.cache_dir)
+    settings = RetrainSettings(choice.model_type, args.sam_checkpoint and str(args.sam_checkpoint),
+                               args.cache_dir and str(args.cache_dir), args.device, tuple(args.status.split(",")),
+                               args.epochs, max_minutes=args.minutes)  # fmt: skip
+    run_id, process = start_retraining(args.db, settings, requested_by="cli")
+    print(f"run {run_id} started (pid {process.pid})", file=sys.stderr)
+    if not args.detach:
+        _follow(args.db, run_id, args.epochs)
+
+
+def _follow(db: Path, run_id: int, epochs: int) -> None:
+    """A progress bar over the run's epochs until it ends; Ctrl-C cancels the run."""
+    import time
+
+    from tqdm import tqdm
+
+    from annotations import AnnotationStore
+    from annotations.training_runs import current_run, request_cancel
+
+    with AnnotationStore(db) as store, tqdm(total=epochs, desc=f"run {run_id}", unit="epoch") as bar:
+        try:
+            while True:
+                run = current_run(store)
+                bar.update((run["epoch"] or 0) - bar.n)
+                bar.set_postfix_str(", ".join(f"{k} {v:.3f}" for k, v in run["val_metrics"].items())
+                                    or run["message"] or run["status"])  # fmt: skip
+                if run["status"] not in ("queued", "running"):
+                    break
+                time.sleep(1.0)
+        except KeyboardInterrupt:
+            request_cancel(store)
+            run = current_run(store)
+    print(f"run {run_id}: {run['status']}: {run['message']}")
+    if run["status"] != "succeeded":
+        raise SystemExit(1)
+
+
+def _models(args) -> None:
+    from annotations import AnnotationStore
+    from annotations.training_runs import activate, set_auto_activate
+
+    with AnnotationStore(args.db) as store:
+        if args.activate:
+            activate(store, args.activate)
+        if args.auto_activate:
+            set_auto_activate(store, args.auto_activate == "on")
+        for model in store.models():
+            print(f"{'*' if model['active'] else ' '} {model['version']:<40} {model['created_at']}  "
+                  f"{json.dumps(model['metrics'])}")  # fmt: skip
 
 
 def _db_info(args) -> None:

@@ -19,11 +19,20 @@ import gradio as gr  # noqa: E402
 from annotations.exporting import FORMATS, export_training_set  # noqa: E402
 from annotations.labeling import WHOLE_IMAGE, LabelingSession, Limits, Workspace  # noqa: E402
 from annotations.store import STATUSES  # noqa: E402
+from annotations.training_runs import (  # noqa: E402
+    RetrainRefused,
+    activate,
+    auto_activate,
+    current_run,
+    request_cancel,
+    set_auto_activate,
+)
 
 from .cli import USER_ERRORS  # noqa: E402
 from .default_model import choose_model  # noqa: E402
 from .embedding_cache import EmbeddingCache  # noqa: E402
 from .loading import load_model  # noqa: E402
+from .retraining import RetrainSettings, start_retraining  # noqa: E402
 from .sam_checkpoints import cache_dir  # noqa: E402
 
 log = logging.getLogger("translandseg.app")
@@ -248,6 +257,111 @@ def model_report(workspace: Workspace) -> str:
     return "\n".join(lines)
 
 
+# --- retraining ---------------------------------------------------------------------------------------
+
+VERSION_COLUMNS = ["version", "active", "created", "trained on", "validation mIoU", "IoU", "F1"]
+
+
+def retrain(workspace: Workspace, name: str, statuses: List[str], epochs: float, minutes: float,
+            request: gr.Request = None) -> str:  # fmt: skip
+    """Start a retraining run in its own process; says why when it cannot start."""
+    model = workspace.model
+    if model is None:
+        return "**No model is loaded, so there is nothing to retrain.**"
+    cache = str(workspace.cache_dir) if workspace.cache_dir else None
+    settings = RetrainSettings(model.model_type, str(model.sam_checkpoint), cache, str(model.model.device),
+                               tuple(statuses or ["accepted"]), int(epochs), max_minutes=float(minutes))  # fmt: skip
+    try:
+        run_id, _ = start_retraining(workspace.db_path, settings, _annotator(name, request))
+    except RetrainRefused as error:
+        return f"**{error}**"
+    return f"Retraining run {run_id} started."
+
+
+def cancel_retraining(workspace: Workspace) -> str:
+    with workspace.store() as store:
+        run_id = request_cancel(store)
+    return f"Cancelling run {run_id}." if run_id else "No retraining is running."
+
+
+def training_status(workspace: Workspace) -> str:
+    """The newest run: status, epoch, loss, validation metrics, ETA; or how to start one."""
+    with workspace.store() as store:
+        run = current_run(store)
+    if run is None:
+        return "No retraining yet."
+    line = f"Run {run['id']} ({run['snapshot']}): **{run['status']}**"
+    if run["epoch"]:
+        line += f", epoch {run['epoch']}/{run['epochs']}, loss {run['loss']:.3f}"
+        line += "".join(f", val {k} {v:.3f}" for k, v in run["val_metrics"].items())
+    if run["status"] in ("queued", "running"):
+        line += f", about {run['eta_seconds'] / 60:.0f} min left" if run["eta_seconds"] is not None else ""
+        line += f". {run['message'] or ''}"
+    elif run["message"]:
+        line += f": {run['message']}"
+    return line
+
+
+def version_rows(workspace: Workspace) -> List[List[str]]:
+    with workspace.store() as store:
+        models = store.models()
+    rows = []
+    for m in reversed(models):
+        metrics = m["metrics"]
+        rows.append([m["version"], "yes" if m["active"] else "", m["created_at"], m["training_snapshot"][:60],
+                     *(f"{metrics[k]:.3f}" if k in metrics else "" for k in ("miou", "iou", "f1"))])  # fmt: skip
+    return rows
+
+
+def activate_version(workspace: Workspace, version: str) -> str:
+    """Make ``version`` the active one (a rollback when it is older); new images use it."""
+    if not version:
+        return "Choose a version first."
+    with workspace.store() as store:
+        activate(store, version)
+    workspace.follow_active_model()
+    return f"Version {version} is active: images opened from now on get its automatic masks. {workspace.model_message}"
+
+
+def set_auto(workspace: Workspace, enabled: bool) -> None:
+    with workspace.store() as store:
+        set_auto_activate(store, enabled)
+
+
+def _model_tab(workspace: Workspace, name: gr.Textbox) -> None:
+    report = gr.Markdown(model_report(workspace))
+    gr.Markdown("### Retrain the adapter from the labels\nRuns in its own process; labeling goes on. "
+                "Validation images are fixed per image, so versions compare on the same images.")  # fmt: skip
+    with gr.Row():
+        statuses = gr.CheckboxGroup(list(STATUSES), value=["accepted"], label="Train on latest labels with status")
+        epochs = gr.Number(10, precision=0, minimum=1, label="Epochs")
+        minutes = gr.Number(30, minimum=1, label="Time budget (minutes)")
+    with gr.Row():
+        start = gr.Button("Retrain adapter", variant="primary", elem_id="retrain")
+        cancel = gr.Button("Cancel retraining", elem_id="cancel-retrain")
+    with workspace.store() as store:
+        auto = gr.Checkbox(auto_activate(store), label="Activate a new version automatically when its validation "
+                           "mIoU beats the active version's")  # fmt: skip
+    status = gr.Markdown(training_status(workspace), elem_id="retrain-status")
+    versions = gr.Dataframe(version_rows(workspace), headers=VERSION_COLUMNS, label="Model versions",
+                            interactive=False)  # fmt: skip
+    with gr.Row():
+        pick = gr.Dropdown([r[0] for r in version_rows(workspace)], label="Version", allow_custom_value=False)
+        activate_button = gr.Button("Activate / roll back to this version")
+    outcome = gr.Markdown()
+    start.click(partial(retrain, workspace), [name, statuses, epochs, minutes], outcome, api_name="retrain")
+    cancel.click(partial(cancel_retraining, workspace), None, outcome, api_name="cancel-retrain")
+    auto.input(partial(set_auto, workspace), auto, None, api_name=False)
+    activate_button.click(partial(activate_version, workspace), pick, outcome, api_name="activate").then(
+        partial(model_report, workspace), None, report, api_name=False)
+
+    def poll():
+        rows = version_rows(workspace)
+        return training_status(workspace), rows, gr.update(choices=[r[0] for r in rows])
+
+    gr.Timer(2.0).tick(poll, None, [status, versions, pick], api_name=False, show_progress="hidden")
+
+
 def _bands(text: str) -> Optional[Tuple[int, ...]]:
     text = (text or "").strip()
     if not text:
@@ -310,7 +424,7 @@ def build_ui(workspace: Workspace) -> gr.Blocks:
             archive = gr.File(label="Training set (zip)")
             export_info = gr.Markdown()
         with gr.Tab("Model"):
-            gr.Markdown(model_report(workspace))
+            _model_tab(workspace, name)
 
         view = [session, picture, info, queue]
         opened = [
