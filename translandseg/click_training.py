@@ -28,7 +28,7 @@ from .modeling import TransLandSeg
 
 @dataclass
 class ClickTrainConfig:
-    epochs: int = 10  # passes over every image in all 8 orientations
+    epochs: int = 5  # passes over every image in all 8 orientations
     clicks: int = 4  # clicks played per image and step
     lr: float = 1e-4
     weight_decay: float = 0.01

@@ -38,7 +38,7 @@ HELD_OUT_FRACTION, SPLIT_SEED = 0.3, 42
 
 @dataclass
 class DefaultRecipe:
-    automatic: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=24, patience=8))
+    automatic: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=12, batch_size=1, patience=6))
     clicks: ClickTrainConfig = field(default_factory=ClickTrainConfig)
     selection_fraction: float = 0.2  # of the training part, to pick the best automatic epoch
 
