@@ -5,6 +5,7 @@ Per-browser state lives in ``gr.State``; the model and the embedding cache are s
 """
 
 import argparse
+import json
 import logging
 import os
 import tempfile
@@ -252,9 +253,18 @@ def model_report(workspace: Workspace) -> str:
         lines.append("- Adapter: **none** (no automatic masks; clicks use SAM alone)")
     else:
         metrics = ", ".join(f"{k} {v:.3f}" for k, v in sorted(model.adapter.metrics.items())) or "none recorded"
-        lines += [f"- Adapter: `{model.version}` trained on {model.adapter.training_snapshot or 'unrecorded data'}",
+        lines += [f"- Adapter: `{model.version}` trained on {_snapshot_words(model.adapter.training_snapshot)}",
                   f"- Validation metrics: {metrics}"]  # fmt: skip
     return "\n".join(lines)
+
+
+def _snapshot_words(snapshot: str) -> str:
+    """An adapter's training snapshot in words: a recipe's JSON is summarised by its image counts."""
+    if snapshot.startswith("{"):
+        recipe = json.loads(snapshot)
+        return (f"{len(recipe.get('training', []))} images by the recorded recipe "
+                f"({len(recipe.get('held_out', []))} held out for the metrics below)")  # fmt: skip
+    return snapshot or "unrecorded data"
 
 
 # --- retraining ---------------------------------------------------------------------------------------
