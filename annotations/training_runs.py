@@ -147,8 +147,7 @@ def process_alive(pid: int) -> bool:
 
 
 def active_model(store: AnnotationStore) -> Optional[Dict]:
-    row = store.db.execute("select id from models where active = 1").fetchone()
-    return next((m for m in store.models() if m["id"] == row[0]), None) if row else None
+    return next((m for m in store.models() if m["active"]), None)
 
 
 def activate(store: AnnotationStore, version: str) -> Dict:

@@ -56,8 +56,10 @@ def held_out_split(samples: Path) -> Tuple[List[Pair], List[Pair]]:
 def measure(loaded: LoadedModel, pairs: Sequence[Pair], progress: bool = False) -> Dict[str, float]:
     """Automatic-mask metrics and NoC@85/90 from the automatic and from an empty mask."""
     metrics = evaluate(Predictor(loaded.model), pairs, progress)
+    cache = EmbeddingCache(256)  # each image's click embedding is computed once for both starts
     for start in ("automatic", "empty"):
-        metrics.update({f"{k}_from_{start}": v for k, v in noc(loaded, pairs, start, progress=progress).items()})
+        results = noc(loaded, pairs, start, progress=progress, cache=cache)
+        metrics.update({f"{k}_from_{start}": v for k, v in results.items()})
     return metrics
 
 

@@ -51,11 +51,14 @@ def clicks_to_reach(curve: Sequence[float], threshold: float) -> int:
 
 
 def noc(loaded: LoadedModel, pairs: Sequence[Pair], start: str = "automatic", max_clicks: int = MAX_CLICKS,
-        thresholds: Sequence[float] = THRESHOLDS, progress: bool = False) -> Dict[str, float]:  # fmt: skip
-    """Mean NoC@t over ``pairs`` (keys ``noc85``, ``noc90``), starting from the ``automatic`` or ``empty`` mask."""
+        thresholds: Sequence[float] = THRESHOLDS, progress: bool = False,
+        cache: Optional[EmbeddingCache] = None) -> Dict[str, float]:  # fmt: skip
+    """Mean NoC@t over ``pairs`` (keys ``noc85``, ``noc90``), starting from the ``automatic`` or ``empty`` mask.
+    Pass one ``cache`` to several calls on the same images to encode each image once."""
     if start not in ("automatic", "empty"):
         raise ValueError(f"start must be 'automatic' or 'empty', not {start!r}")
-    prompter = PointPrompter(loaded.model, loaded.prompt_decoder, loaded.prompt_model_id, EmbeddingCache(256))
+    cache = cache if cache is not None else EmbeddingCache(256)
+    prompter = PointPrompter(loaded.model, loaded.prompt_decoder, loaded.prompt_model_id, cache)
     predictor: Optional[Predictor] = Predictor(loaded.model) if start == "automatic" else None
     counts = {t: [] for t in thresholds}
     for pair in tqdm(pairs, desc=f"NoC from {start} masks", disable=not progress):

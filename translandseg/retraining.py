@@ -109,7 +109,7 @@ def _run(store: AnnotationStore, run_id: int) -> int:
     record = run(store, run_id)
     settings = RetrainSettings(**{**record["settings"], "statuses": tuple(record["settings"]["statuses"])})
     update_run(store, run_id, status="running", epochs=settings.epochs, message="preparing the training set")
-    base = store.db["models"].get(_version_id(store, record["base_version"])) if record["base_version"] else None
+    base = next((m for m in store.models() if m["version"] == record["base_version"]), None)
     loaded = _load(settings, base)
     with tempfile.TemporaryDirectory(prefix="translandseg-retrain-") as folder:
         train_pairs, val_pairs = _materialise(store, run_id, Path(folder))
@@ -133,10 +133,6 @@ def _run(store: AnnotationStore, run_id: int) -> int:
         message += "; activated automatically"
     finish_run(store, run_id, "succeeded", message, model_id)
     return 0
-
-
-def _version_id(store: AnnotationStore, version: str) -> int:
-    return store.db.execute("select id from models where version = ?", [version]).fetchone()[0]
 
 
 def _load(settings: RetrainSettings, base: Optional[Dict]):

@@ -353,10 +353,10 @@ def _model_tab(workspace: Workspace, name: gr.Textbox) -> None:
         auto = gr.Checkbox(auto_activate(store), label="Activate a new version automatically when its validation "
                            "mIoU beats the active version's")  # fmt: skip
     status = gr.Markdown(training_status(workspace), elem_id="retrain-status")
-    versions = gr.Dataframe(version_rows(workspace), headers=VERSION_COLUMNS, label="Model versions",
-                            interactive=False)  # fmt: skip
+    rows = version_rows(workspace)
+    versions = gr.Dataframe(rows, headers=VERSION_COLUMNS, label="Model versions", interactive=False)
     with gr.Row():
-        pick = gr.Dropdown([r[0] for r in version_rows(workspace)], label="Version", allow_custom_value=False)
+        pick = gr.Dropdown([r[0] for r in rows], label="Version", allow_custom_value=False)
         activate_button = gr.Button("Activate / roll back to this version")
     outcome = gr.Markdown()
     start.click(partial(retrain, workspace), [name, statuses, epochs, minutes], outcome, api_name="retrain")
