@@ -15,13 +15,20 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from rasterio.windows import Window
 
-from translandseg.correction import DEFAULT_WINDOW_SIZE, Box, Click, CorrectionError, CorrectionSession, WindowBox
 from translandseg.download import sha256_of
-from translandseg.embedding_cache import EmbeddingCache
+from translandseg.interactive.correction import (
+    DEFAULT_WINDOW_SIZE,
+    Box,
+    Click,
+    CorrectionError,
+    CorrectionSession,
+    WindowBox,
+)
+from translandseg.interactive.embedding_cache import EmbeddingCache
+from translandseg.interactive.prompting import PointPrompter
 from translandseg.loading import LoadedModel, load_model
 from translandseg.overlay import render
 from translandseg.predict import Predictor, tile_starts
-from translandseg.prompting import PointPrompter
 from translandseg.raster import STRETCH_PERCENTILES, ImageReadError, RasterImage
 
 from .store import AnnotationStore, session_prompts, stored_prompts

@@ -20,8 +20,8 @@ import numpy as np
 from PIL import Image
 from sqlite_utils import Database
 
-from translandseg.correction import Box, Click
 from translandseg.download import sha256_of
+from translandseg.interactive.correction import Box, Click
 from translandseg.raster import RasterImage
 
 from .migrations import MIGRATIONS, SCHEMA_VERSION

@@ -19,9 +19,9 @@ from rasterio.transform import from_origin
 from annotations import AnnotationStore
 from annotations.exporting import FORMATS, export_training_set
 from translandseg.build import build_translandseg
-from translandseg.correction import CorrectionSession
-from translandseg.embedding_cache import EmbeddingCache
-from translandseg.prompting import PointPrompter
+from translandseg.interactive.correction import CorrectionSession
+from translandseg.interactive.embedding_cache import EmbeddingCache
+from translandseg.interactive.prompting import PointPrompter
 from translandseg.raster import RasterImage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))

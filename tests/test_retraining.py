@@ -24,7 +24,7 @@ from annotations.training_runs import (
     validation_split,
 )
 from conftest import write_pairs
-from translandseg.embedding_cache import EmbeddingCache
+from translandseg.interactive.embedding_cache import EmbeddingCache
 from translandseg.loading import load_model
 from translandseg.retraining import RetrainSettings, start_retraining
 

@@ -83,13 +83,16 @@ def _parser() -> argparse.ArgumentParser:
     default = commands.add_parser("train-default", help="train the offline default model (LiteMedSAM) on real samples",
                                   description="The recipe behind assets/translandseg-lite.safetensors: automatic "
                                   "mask, then the click decoder with simulated clicks, then held-out metrics.")  # fmt: skip
-    default.add_argument("samples", type=Path, help="folder with bijie/ and landslide4sense/ (image/ and label/)")
+    default.add_argument("samples", type=Path,
+                         help="folder with bijie/, bijie-upscaled/ and landslide4sense/ (image/ and label/)")
     default.add_argument("--out", type=Path, default=DEFAULT_ADAPTER, help="adapter file to write")
     default.add_argument("--work-dir", type=Path, default=Path("runs/train-default"),
                          help="checkpoints and report (resumes the automatic stage from here)")
     default.add_argument("--epochs", type=int, help="epochs of the automatic stage (default: the recipe's)")
     default.add_argument("--click-epochs", type=int, help="passes of the click stage (default: the recipe's)")
     default.add_argument("--click-steps", type=int, help="stop the click stage after this many steps (smoke runs)")
+    default.add_argument("--automatic-from", type=Path,
+                         help="skip the automatic stage: take the ATL and automatic decoder of this adapter")
     default.set_defaults(run=_train_default)
 
     commands.add_parser("serve", add_help=False, help="start the web app (options: translandseg serve --help)")
@@ -226,6 +229,7 @@ def _train_default(args) -> None:
     recipe.automatic.epochs = args.epochs or recipe.automatic.epochs
     recipe.clicks.epochs = args.click_epochs or recipe.clicks.epochs
     recipe.clicks.max_steps = args.click_steps
+    recipe.automatic_from = str(args.automatic_from) if args.automatic_from else None
     report = train_default(args.samples, args.out, args.work_dir, recipe)
     args.work_dir.mkdir(parents=True, exist_ok=True)
     (args.work_dir / "report.json").write_text(json.dumps(report, indent=1))

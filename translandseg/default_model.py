@@ -7,9 +7,12 @@ is the reproducible recipe behind that adapter (``translandseg train-default``):
 1. a fixed, seeded held-out split of each real sample set (70/30, seed 42, as the paper), used
    only for the reported figures;
 2. the automatic mask: ATL + mask decoder on the training part (a seeded fifth of it picks the
-   best epoch), LiteMedSAM's encoder frozen;
-3. the point-prompt decoder, from LiteMedSAM's, with simulated clicks (``click_training``);
-4. automatic-mask metrics and NoC@85/90 on the held-out part, written into the adapter.
+   best epoch), LiteMedSAM's encoder frozen; or, with ``automatic_from``, the ATL and automatic
+   decoder of an earlier adapter (its own training images must lie in this training part);
+3. the point decoder, started from the automatic decoder, trained for the correction engine with
+   simulated click sequences from the automatic masks and from empty (``interactive.training``);
+4. automatic-mask metrics, NoC@85/90 and IoU after k clicks on the held-out part, written into
+   the adapter.
 """
 
 import json
@@ -19,20 +22,21 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from .adapter import AdapterInfo, load_adapter, read_adapter_info, save_adapter
 from .build import LITE
-from .click_training import ClickTrainConfig, prepare_samples, train_prompt_decoder
 from .data import Pair, find_pairs, split_pairs
-from .embedding_cache import EmbeddingCache
 from .evaluation import evaluate
-from .interactive_evaluation import noc
+from .interactive.embedding_cache import EmbeddingCache
+from .interactive.evaluation import click_runs, summarise
+from .interactive.prompting import PointPrompter
+from .interactive.training import ClickTrainConfig, prepare_frames, train_point_decoder
 from .loading import LoadedModel, load_model
 from .predict import Predictor
-from .prompting import PointPrompter
+from .raster import RasterImage
 from .sam_checkpoints import cached_official_checkpoint
 from .training import TrainConfig, train
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEFAULT_ADAPTER = ASSETS / "translandseg-lite.safetensors"
-SAMPLE_SETS = ("bijie", "landslide4sense")
+SAMPLE_SETS = ("bijie", "bijie-upscaled", "landslide4sense")
 HELD_OUT_FRACTION, SPLIT_SEED = 0.3, 42
 
 
@@ -41,12 +45,13 @@ class DefaultRecipe:
     automatic: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=12, batch_size=1, patience=6))
     clicks: ClickTrainConfig = field(default_factory=ClickTrainConfig)
     selection_fraction: float = 0.2  # of the training part, to pick the best automatic epoch
+    automatic_from: Optional[str] = None  # an adapter whose ATL and automatic decoder stage 2 starts from
 
 
 def held_out_split(samples: Path) -> Tuple[List[Pair], List[Pair]]:
-    """(training, held-out) pairs: each sample set split 70/30 with seed 42."""
+    """(training, held-out) pairs: each sample set present split 70/30 with seed 42."""
     training, held_out = [], []
-    for name in SAMPLE_SETS:
+    for name in (n for n in SAMPLE_SETS if (Path(samples) / n).is_dir()):
         part_train, part_held = split_pairs(find_pairs(Path(samples) / name), HELD_OUT_FRACTION, SPLIT_SEED)
         training += part_train
         held_out += part_held
@@ -54,11 +59,12 @@ def held_out_split(samples: Path) -> Tuple[List[Pair], List[Pair]]:
 
 
 def measure(loaded: LoadedModel, pairs: Sequence[Pair], progress: bool = False) -> Dict[str, float]:
-    """Automatic-mask metrics and NoC@85/90 from the automatic and from an empty mask."""
+    """Automatic-mask metrics; NoC@85/90, IoU after k clicks and harmful/fallback click shares from
+    the automatic and from an empty mask."""
     metrics = evaluate(Predictor(loaded.model), pairs, progress)
-    cache = EmbeddingCache(256)  # each image's click embedding is computed once for both starts
+    cache = EmbeddingCache(256)  # each window's click embedding is computed once for both starts
     for start in ("automatic", "empty"):
-        results = noc(loaded, pairs, start, progress=progress, cache=cache)
+        results = summarise(click_runs(loaded, pairs, start, progress=progress, cache=cache))
         metrics.update({f"{k}_from_{start}": v for k, v in results.items()})
     return metrics
 
@@ -68,19 +74,32 @@ def train_default(samples: Path, out: Path, work_dir: Path, recipe: Optional[Def
     """Run the whole recipe; writes the adapter to ``out`` and returns its report."""
     recipe = recipe or DefaultRecipe()
     training, held_out = held_out_split(samples)
-    fit, selection = split_pairs(training, recipe.selection_fraction, SPLIT_SEED)
     loaded = load_model(LITE)
-    result = train(loaded, fit, selection, Path(work_dir) / "automatic", recipe.automatic, progress=progress)
-    load_adapter(loaded.model, result.adapter_path, LITE, loaded.sam_sha256)  # the best epoch, not the last
+    if recipe.automatic_from:
+        load_adapter(loaded.model, Path(recipe.automatic_from), LITE, loaded.sam_sha256)
+        automatic_history: object = f"reused from {Path(recipe.automatic_from).name}"
+    else:
+        fit, selection = split_pairs(training, recipe.selection_fraction, SPLIT_SEED)
+        result = train(loaded, fit, selection, Path(work_dir) / "automatic", recipe.automatic, progress=progress)
+        load_adapter(loaded.model, result.adapter_path, LITE, loaded.sam_sha256)  # the best epoch, not the last
+        automatic_history = result.history
+    loaded.prompt_decoder.load_state_dict(loaded.model.mask_decoder.state_dict())
     prompter = PointPrompter(loaded.model, loaded.prompt_decoder, loaded.prompt_model_id, EmbeddingCache(0))
-    click_samples = prepare_samples(loaded.model, training, prompter.encode, progress)
-    click_history = train_prompt_decoder(loaded.model, loaded.prompt_decoder, click_samples, recipe.clicks, progress)
+    predictor = Predictor(loaded.model)
+
+    def automatic_mask(pair: Pair):
+        with RasterImage(pair.image) as image:
+            return predictor.predict_mask(image)
+
+    frames = prepare_frames(prompter, training, automatic_mask, recipe.clicks, progress)
+    click_history = train_point_decoder(prompter, frames, recipe.clicks, progress)
     metrics = measure(loaded, held_out, progress)
     report = {
         "recipe": asdict(recipe),
         "training": [p.name for p in training],
         "held_out": [p.name for p in held_out],
-        "automatic_history": result.history,
+        "automatic_history": automatic_history,
+        "click_frames": len(frames),
         "click_history": click_history,
         "held_out_metrics": metrics,
     }

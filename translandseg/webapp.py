@@ -31,7 +31,7 @@ from annotations.training_runs import (  # noqa: E402
 
 from .cli import USER_ERRORS  # noqa: E402
 from .default_model import choose_model  # noqa: E402
-from .embedding_cache import EmbeddingCache  # noqa: E402
+from .interactive.embedding_cache import EmbeddingCache  # noqa: E402
 from .loading import load_model  # noqa: E402
 from .retraining import RetrainSettings, start_retraining  # noqa: E402
 from .sam_checkpoints import cache_dir  # noqa: E402
@@ -176,7 +176,8 @@ def click(evt: gr.SelectData, mode: str, opacity: float, session: Optional[Label
     milliseconds = (time.perf_counter() - start) * 1000
     where = session.map_coordinates(x, y)
     place = f"pixel ({x}, {y})" + (f" = ({where[0]:.2f}, {where[1]:.2f}) {where[2]}" if where else "")
-    return session.picture(opacity), f"{mode.capitalize()} click at {place}: mask updated in {milliseconds:.0f} ms."
+    note = f" Note: {session.correction.note}." if session.correction.note else ""
+    return session.picture(opacity), f"{mode.capitalize()} click at {place}: mask updated in {milliseconds:.0f} ms.{note}"
 
 
 def edit(action: str, opacity: float, session: Optional[LabelingSession]):

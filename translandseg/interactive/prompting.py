@@ -13,8 +13,9 @@ from segment_anything.modeling import MaskDecoder
 from segment_anything.utils.transforms import ResizeLongestSide
 from torch.nn import functional as F
 
+from ..modeling import TransLandSeg
 from .embedding_cache import EmbeddingCache, EmbeddingKey
-from .modeling import TransLandSeg
+from .refinement import MASK_LOGIT
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,16 @@ class PointPrompter:
     @torch.inference_mode()
     def predict(self, embedding: np.ndarray, window_shape: Tuple[int, int], prompt: SamPrompt) -> SamMask:
         """The object mask for ``prompt``: among SAM's three proposals the one it rates best when
-        the prompt is ambiguous (a single point), SAM's single-object output otherwise."""
+        the prompt is ambiguous (a single point, no mask), SAM's single-object output otherwise."""
+        low_res, scores = self.logits(torch.as_tensor(embedding), window_shape, prompt)
+        best = int(scores[0].argmax())
+        logits = low_res[:, best : best + 1]
+        return SamMask(self.to_window(logits, window_shape), logits[0].cpu().numpy(), float(scores[0, best]))
+
+    def logits(self, embedding: torch.Tensor, window_shape: Tuple[int, int],
+               prompt: SamPrompt) -> Tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """The decoder's low-res logits (1, N, L, L) and predicted IoUs (1, N) for ``prompt`` on
+        one window's ``embedding`` (C, G, G); differentiable, for training."""
         device = self.model.device
         points = boxes = masks = None
         if prompt.points:
@@ -81,19 +91,31 @@ class PointPrompter:
         if prompt.mask_input is not None:
             masks = torch.as_tensor(prompt.mask_input, device=device)[None]
         sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=masks)
-        multimask = len(prompt.points) == 1 and prompt.box is None
-        low_res, scores = self.prompt_decoder(
-            image_embeddings=torch.as_tensor(embedding, device=device)[None],
+        return self.prompt_decoder(
+            image_embeddings=embedding.to(device)[None],
             image_pe=self.model.prompt_encoder.get_dense_pe(),
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
-            multimask_output=multimask,
+            multimask_output=len(prompt.points) == 1 and prompt.box is None and prompt.mask_input is None,
         )
-        best = int(scores[0].argmax())
-        logits = low_res[:, best : best + 1]
-        return SamMask(self._to_window(logits, window_shape), logits[0].cpu().numpy(), float(scores[0, best]))
 
-    def _to_window(self, low_res: torch.Tensor, window_shape: Tuple[int, int]) -> np.ndarray:
+    def mask_input(self, mask: np.ndarray) -> np.ndarray:
+        """A window's current mask (bool) as the decoder's ``mask_input`` logits (1, L, L), laid out
+        as the window is for the encoder: longest side resized, padding counted as background."""
+        side = self.model.prompt_encoder.mask_input_size[0]
+        height, width = self.transform.get_preprocess_shape(*mask.shape, side)
+        resized = F.interpolate(torch.from_numpy(mask.astype(np.float32))[None, None], (height, width),
+                                mode="bilinear", align_corners=False, antialias=True)  # fmt: skip
+        share = torch.zeros(1, side, side)
+        share[0, :height, :width] = resized[0, 0]
+        return ((2 * share - 1) * MASK_LOGIT).numpy()
+
+    @property
+    def output_side(self) -> int:
+        """The side of the decoder's low-res output."""
+        return self.model.prompt_encoder.mask_input_size[0]
+
+    def to_window(self, low_res: torch.Tensor, window_shape: Tuple[int, int]) -> np.ndarray:
         size = self.model.image_size
         height, width = self.transform.get_preprocess_shape(*window_shape, size)
         logits = F.interpolate(low_res, (size, size), mode="bilinear", align_corners=False)[..., :height, :width]

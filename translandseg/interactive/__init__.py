@@ -1,0 +1,1 @@
+"""Interactive correction: SAM clicks on an image, their simulation, training and evaluation."""

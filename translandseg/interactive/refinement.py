@@ -1,0 +1,164 @@
+"""What one click changes: the region it refines, the window the decoder sees, and the merge.
+
+These are plain array functions, shared by the correction engine (``correction``) and by the
+point decoder's training (``training``), so the decoder is trained on exactly what it is given
+in use:
+
+1. **Region.** The connected parts of the current mask under the click or within ``REACH``
+   pixels of it (8-connected, searched within the largest window around the click). Empty when
+   the click is on background far from any landslide.
+2. **Window.** A square around the region and the click, enlarged by ``FOCUS_EXPANSION``, never
+   smaller than ``min_side`` nor larger than ``max_side`` (and never larger than the image),
+   its start snapped to 16 pixels so that nearby clicks share one cached embedding. With
+   ``min_side`` at least the image's side the window is the whole image.
+3. **Merge.** The decoder sees every click inside the window and the current mask there (as
+   logits, ``mask_logits``). A positive click replaces the region by the decoder's answer, kept
+   to the parts of it that touch the region or the click; a negative click only removes pixels
+   of the region. Other landslides in the window are never touched.
+4. **Consistency.** When the answer leaves the clicked pixel with the wrong label, a disk around
+   the click (a few decoder pixels wide) is added (positive) or cut from the region (negative),
+   and the caller is told.
+"""
+
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+from scipy import ndimage
+
+WindowBox = Tuple[int, int, int, int]  # col_off, row_off, width, height
+
+REACH = 3  # pixels: a click this close to a landslide refines it
+FOCUS_EXPANSION = 1.4  # the window's side over the region's longest side
+SNAP = 16  # window starts are multiples of this
+MASK_LOGIT = 8.0  # the logit that a fully landslide (or background) pixel of the current mask gets
+FALLBACK_OUTPUT_PIXELS = 2  # the consistency disk's radius, in decoder output pixels
+_EIGHT = np.ones((3, 3), bool)
+
+
+@dataclass(frozen=True)
+class PointClick:
+    x: int  # column of the clicked pixel
+    y: int  # row
+    positive: bool
+
+
+@dataclass(frozen=True)
+class Refinement:
+    """What the decoder is asked for one click."""
+
+    window: WindowBox
+    region: np.ndarray  # bool, the window's shape: the region the click refines
+    points: Tuple[Tuple[float, float], ...]  # window pixel coordinates (x, y), SAM's convention
+    labels: Tuple[int, ...]  # 1 landslide, 0 background
+
+
+def click_region(mask: np.ndarray, click: PointClick, max_side: int) -> Tuple[np.ndarray, WindowBox]:
+    """(region, area): the region a click refines, within the ``area`` searched around it."""
+    area = centred_window(click.x, click.y, max_side, mask.shape)
+    col, row, width, height = area
+    part = mask[row : row + height, col : col + width]
+    labels, _ = ndimage.label(part, _EIGHT)
+    near = _disk(part.shape, click.x - col, click.y - row, REACH)
+    ids = np.unique(labels[near])
+    ids = ids[ids > 0]
+    return (np.isin(labels, ids) if len(ids) else np.zeros(part.shape, bool)), area
+
+
+def focus_window(region: np.ndarray, area: WindowBox, click: PointClick, shape: Tuple[int, int],
+                 min_side: int, max_side: int) -> WindowBox:  # fmt: skip
+    """The square window the decoder sees for ``click`` on ``region`` (found in ``area``)."""
+    top, left, bottom, right = click.y, click.x, click.y + 1, click.x + 1
+    rows, cols = np.nonzero(region)
+    if len(rows):
+        top, bottom = min(top, rows.min() + area[1]), max(bottom, rows.max() + area[1] + 1)
+        left, right = min(left, cols.min() + area[0]), max(right, cols.max() + area[0] + 1)
+    side = int(np.ceil(FOCUS_EXPANSION * max(bottom - top, right - left)))
+    side = min(max(side, min_side), max_side)
+    if side >= max_side:  # a region larger than the largest window: the part around the click
+        return centred_window(click.x, click.y, side, shape)
+    return _placed((top + bottom) / 2, (left + right) / 2, side, shape)
+
+
+def centred_window(x: float, y: float, side: int, shape: Tuple[int, int]) -> WindowBox:
+    """A window of ``side`` (at most the image) centred on (x, y) as far as the image allows."""
+    return _placed(y + 0.5, x + 0.5, side, shape)
+
+
+def _placed(centre_row: float, centre_col: float, side: int, shape: Tuple[int, int]) -> WindowBox:
+    height, width = min(side, shape[0]), min(side, shape[1])
+    row = _snapped_start(centre_row - height / 2, height, shape[0])
+    col = _snapped_start(centre_col - width / 2, width, shape[1])
+    return col, row, width, height
+
+
+def _snapped_start(start: float, size: int, length: int) -> int:
+    snapped = int(round(start / SNAP)) * SNAP
+    return int(min(max(snapped, 0), length - size))
+
+
+def plan(mask: np.ndarray, clicks: Sequence[PointClick], click: PointClick, min_side: int,
+         max_side: int) -> Refinement:  # fmt: skip
+    """The refinement for ``click`` on ``mask``, given the ``clicks`` that came before it."""
+    region, area = click_region(mask, click, max_side)
+    window = focus_window(region, area, click, mask.shape, min_side, max_side)
+    col, row, width, height = window
+    inside = [c for c in (*clicks, click) if col <= c.x < col + width and row <= c.y < row + height]
+    return Refinement(
+        window,
+        _moved(region, area, window),
+        tuple((float(c.x - col), float(c.y - row)) for c in inside),
+        tuple(int(c.positive) for c in inside),
+    )
+
+
+def _moved(region: np.ndarray, area: WindowBox, window: WindowBox) -> np.ndarray:
+    """``region`` (laid out in ``area``) laid out in ``window``."""
+    out = np.zeros((window[3], window[2]), bool)
+    left, top = max(area[0], window[0]), max(area[1], window[1])
+    right = min(area[0] + area[2], window[0] + window[2])
+    bottom = min(area[1] + area[3], window[1] + window[3])
+    if left < right and top < bottom:
+        out[top - window[1] : bottom - window[1], left - window[0] : right - window[0]] = region[
+            top - area[1] : bottom - area[1], left - area[0] : right - area[0]
+        ]
+    return out
+
+
+def merged(current: np.ndarray, refinement: Refinement, answer: np.ndarray, click: PointClick,
+           valid: Optional[np.ndarray] = None, output_side: int = 256) -> Tuple[np.ndarray, bool]:  # fmt: skip
+    """(the window's new mask, whether the consistency fallback was applied).
+
+    Args:
+        current: the current mask within the window.
+        answer: the decoder's mask within the window.
+        click: in image pixels.
+        valid: the window's valid pixels (default all).
+        output_side: the decoder's output side, which sets the fallback disk's size.
+    """
+    region = refinement.region
+    x, y = click.x - refinement.window[0], click.y - refinement.window[1]
+    if click.positive:
+        seeds = region | _disk(region.shape, x, y, REACH)
+        labels, _ = ndimage.label(answer, _EIGHT)
+        ids = np.unique(labels[seeds & answer])
+        kept = np.isin(labels, ids[ids > 0])
+        new = (current & ~region) | kept
+    else:
+        new = current & ~(region & ~answer)
+    if valid is not None:
+        new &= valid | current  # nothing is added on nodata
+    if bool(new[y, x]) == click.positive:
+        return new, False
+    radius = max(REACH, int(np.ceil(FALLBACK_OUTPUT_PIXELS * max(region.shape) / output_side)))
+    disk = _disk(region.shape, x, y, radius)
+    if click.positive:
+        new |= disk & (valid if valid is not None else True)
+    else:
+        new &= ~(disk & region)
+    return new, True
+
+
+def _disk(shape: Tuple[int, int], x: float, y: float, radius: float) -> np.ndarray:
+    rows, cols = np.ogrid[: shape[0], : shape[1]]
+    return (rows - y) ** 2 + (cols - x) ** 2 <= radius**2

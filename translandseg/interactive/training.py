@@ -1,0 +1,156 @@
+"""Train the point decoder for the correction engine with simulated click sequences (RITM-style).
+
+A training frame is a labelled image in one of its flips/rotations, or a focus window of it (the
+window the engine uses once the mask is near the landslide), with its plain-encoder embedding
+computed once. One step plays one analyst on a frame: the mask starts as the automatic model's
+mask of the frame or empty (``automatic_share`` of the time the former), then 1 to
+``max_clicks`` clicks follow (a random number, as RITM's iterative training), each drawn at
+random in the larger error and planned, prompted and merged exactly as the engine does
+(``refinement.plan``, ``PointPrompter.mask_input``, ``refinement.merged``). Every answer is
+scored against the frame's label with the paper's BCE + IoU loss.
+"""
+
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from ..data import Pair, load_pair
+from ..losses import bce_iou_loss
+from .prompting import PointPrompter, SamPrompt
+from .refinement import PointClick, focus_window, merged, plan
+from .simulation import next_click
+
+ORIENTATION_ORDER = (0, 5, 2, 7, 1, 4, 3, 6)  # spread: the first n mix rotations and flips
+
+
+@dataclass
+class ClickTrainConfig:
+    epochs: int = 3  # passes over every frame
+    max_clicks: int = 6  # clicks per sequence: 1 to this many
+    automatic_share: float = 0.5  # sequences that start from the automatic mask (else from empty)
+    orientations: int = 4  # flips/rotations of each image, of 8
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    accumulate: int = 4  # sequences per optimiser step
+    seed: int = 42
+    max_steps: Optional[int] = None  # stop early (a smoke run)
+
+
+@dataclass
+class ClickFrame:
+    embedding: torch.Tensor  # (C, G, G)
+    label: np.ndarray  # bool (H, W)
+    valid: np.ndarray  # bool (H, W)
+    automatic: np.ndarray  # bool (H, W): the automatic model's mask
+
+
+def orientations(*arrays: np.ndarray, count: int = 8) -> Iterator[Tuple[np.ndarray, ...]]:
+    """``count`` of the 8 flips/rotations of equally shaped arrays, in ``ORIENTATION_ORDER``."""
+    for index in ORIENTATION_ORDER[:count]:
+        flip, turns = divmod(index, 4)
+        yield tuple(np.ascontiguousarray(np.rot90(a[:, ::-1] if flip else a, turns)) for a in arrays)
+
+
+def frame_windows(label: np.ndarray, min_side: int) -> List[Tuple[int, int, int, int]]:
+    """The whole image, and when the image is larger than ``min_side`` the focus window the engine
+    uses around its landslides."""
+    height, width = label.shape
+    windows = [(0, 0, width, height)]
+    rows, cols = np.nonzero(label)
+    if max(height, width) > min_side and len(rows):
+        centre = PointClick(int(np.median(cols)), int(np.median(rows)), True)
+        windows.append(focus_window(label, (0, 0, width, height), centre, label.shape, min_side, max(label.shape)))
+    return list(dict.fromkeys(windows))
+
+
+def prepare_frames(prompter: PointPrompter, pairs: Sequence[Pair], automatic: Callable[[Pair], np.ndarray],
+                   config: ClickTrainConfig, progress: bool = True) -> List[ClickFrame]:  # fmt: skip
+    """Frames of every pair with a landslide: ``automatic(pair)`` gives the automatic mask."""
+    frames = []
+    for pair in tqdm(pairs, desc="embedding training frames", disable=not progress):
+        rgb, valid, label = load_pair(pair)
+        if not label.any():
+            continue  # no landslide to click on
+        auto = automatic(pair)
+        for col, row, width, height in frame_windows(label, prompter.model.image_size):
+            part = (slice(row, row + height), slice(col, col + width))
+            for image, *masks in orientations(rgb[part], label[part], valid[part], auto[part],
+                                              count=config.orientations):  # fmt: skip
+                frames.append(ClickFrame(torch.from_numpy(prompter.encode(image)), *masks))
+    return frames
+
+
+def train_point_decoder(prompter: PointPrompter, frames: Sequence[ClickFrame], config: Optional[ClickTrainConfig] = None,
+                        progress: bool = True,
+                        on_epoch: Optional[Callable[[Dict[str, float]], None]] = None) -> List[Dict[str, float]]:  # fmt: skip
+    """Train ``prompter.prompt_decoder`` in place on ``frames``; returns the mean loss per epoch."""
+    if not frames:
+        raise ValueError("click training needs at least one labelled image with a landslide")
+    config = config or ClickTrainConfig()
+    rng = np.random.default_rng(config.seed)
+    decoder = prompter.prompt_decoder
+    decoder.requires_grad_(True).train()
+    optimizer = torch.optim.AdamW(decoder.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    history, steps = [], 0
+    for epoch in range(1, config.epochs + 1):
+        losses = []
+        order = rng.permutation(len(frames))
+        for position, index in enumerate(tqdm(order, desc=f"clicks epoch {epoch}/{config.epochs}",
+                                              disable=not progress)):  # fmt: skip
+            losses.append(play(prompter, frames[index], config, rng, scale=1 / config.accumulate))
+            if (position + 1) % config.accumulate == 0 or position + 1 == len(order):
+                optimizer.step()
+                optimizer.zero_grad()
+                steps += 1
+                if config.max_steps is not None and steps >= config.max_steps:
+                    break
+        history.append({"epoch": epoch, "loss": float(np.mean(losses))})
+        if on_epoch is not None:
+            on_epoch(history[-1])
+        if config.max_steps is not None and steps >= config.max_steps:
+            break
+    decoder.requires_grad_(False).eval()
+    return history
+
+
+def play(prompter: PointPrompter, frame: ClickFrame, config: ClickTrainConfig, rng: np.random.Generator,
+         scale: float = 1.0) -> float:  # fmt: skip
+    """Play one simulated click sequence on ``frame``, back-propagating ``scale`` times each click's
+    loss; returns the mean loss per click."""
+    start_automatic = rng.random() < config.automatic_share
+    mask = frame.automatic.copy() if start_automatic else np.zeros_like(frame.label)
+    target = _padded_target(prompter, frame.label)
+    side = max(frame.label.shape)  # the frame is the window: the engine's plan, held to it
+    clicks: List[PointClick] = []
+    losses = []
+    for _ in range(int(rng.integers(1, config.max_clicks + 1))):
+        simulated = next_click(mask, frame.label, frame.valid, rng)
+        if simulated is None:
+            break
+        click = PointClick(simulated.x, simulated.y, simulated.positive)
+        refinement = plan(mask, clicks, click, side, side)
+        prompt = SamPrompt(refinement.points, refinement.labels, mask_input=prompter.mask_input(mask))
+        low_res, _ = prompter.logits(frame.embedding, mask.shape, prompt)
+        size = prompter.model.image_size
+        loss = bce_iou_loss(F.interpolate(low_res, (size, size), mode="bilinear", align_corners=False), target)
+        (loss * scale).backward()
+        losses.append(loss.item())
+        answer = prompter.to_window(low_res.detach(), mask.shape) & frame.valid
+        mask, _ = merged(mask, refinement, answer, click, frame.valid, prompter.output_side)
+        clicks.append(click)
+    return float(np.mean(losses)) if losses else 0.0
+
+
+def _padded_target(prompter: PointPrompter, label: np.ndarray) -> torch.Tensor:
+    """The label (1, 1, S, S) laid out as the encoder sees its window: resized, padded."""
+    size = prompter.model.image_size
+    height, width = prompter.transform.get_preprocess_shape(*label.shape, size)
+    target = torch.zeros(1, 1, size, size)
+    resized = F.interpolate(torch.from_numpy(label)[None, None].float(), (height, width), mode="nearest")
+    target[..., :height, :width] = resized
+    return target.to(prompter.model.device)
+
