@@ -31,7 +31,7 @@ from translandseg.overlay import render
 from translandseg.predict import Predictor, tile_starts
 from translandseg.raster import STRETCH_PERCENTILES, ImageReadError, RasterImage
 
-from .store import AnnotationStore, session_prompts, stored_prompts
+from .store import AnnotationStore, Revision, session_prompts, stored_prompts
 from .training_runs import activate, active_model
 
 QUICKLOOK_SIDE = 1536  # the longest side shown in the browser
@@ -126,10 +126,14 @@ class Workspace:
         return (kept if size else path), digest
 
     def add_upload(self, path: Path, name: str, added_by: str = "") -> str:
-        """Check an uploaded image and register it in the store; returns its id."""
+        """Check an uploaded image and register it in the store; returns its id. Refusals name the
+        file as the analyst named it, never the server's copy."""
         kept, _ = self.keep_upload(Path(path))
-        with self.store() as store:
-            return store.add_image(kept, added_by=added_by, name=name, max_pixels=self.limits.max_pixels)
+        try:
+            with self.store() as store:
+                return store.add_image(kept, added_by=added_by, name=name, max_pixels=self.limits.max_pixels)
+        except ImageReadError as error:
+            raise ImageReadError(str(error).replace(str(kept), name).replace(kept.name, name)) from error
 
     def image_path(self, image_id: str) -> Path:
         """A lasting local path to a stored image's file."""
@@ -156,7 +160,7 @@ class LabelingSession:
 
     def __init__(self, workspace: Workspace, image_id: str, name: str, image: RasterImage,
                  correction: CorrectionSession, prediction_id: Optional[int], model_version: Optional[str],
-                 saved: Optional[Tuple[int, bytes]], message: str) -> None:  # fmt: skip
+                 saved: Optional[Tuple[int, bytes]], message: str, revision: Revision) -> None:  # fmt: skip
         self.workspace = workspace
         self.image_id = image_id
         self.name = name
@@ -166,6 +170,7 @@ class LabelingSession:
         self.model_version = model_version
         self._saved = saved  # (annotation id, what was saved) of the latest saved state
         self.message = message
+        self.revision = revision  # the store's label of this image that the session builds on
         self.quicklook, _ = image.quicklook(QUICKLOOK_SIDE)
         self.view: WindowBox = (0, 0, image.width, image.height)  # the part shown
         self._backdrop = self.quicklook
@@ -186,6 +191,7 @@ class LabelingSession:
     @classmethod
     def _open(cls, workspace: Workspace, image_id: str, name: str, image: RasterImage) -> "LabelingSession":
         with workspace.store() as store:
+            revision = store.revision(image_id)
             latest = store.latest_annotation(image_id)
             prompts = session_prompts(store.prompts(latest.id)) if latest else []
             base = None
@@ -193,16 +199,16 @@ class LabelingSession:
                 parent = latest.parent_prediction_id
                 base = store.prediction_mask(parent) if parent else np.zeros((image.height, image.width), bool)
         if latest is not None:
-            return cls._restored(workspace, image_id, name, image, latest, prompts, base)
+            return cls._restored(workspace, image_id, name, image, latest, prompts, base, revision)
         workspace.follow_active_model()
         prediction_id, version, automatic, message = _automatic_mask(workspace, image_id, image)
         correction = CorrectionSession(image, image_id, automatic, workspace.prompter, workspace.window_size)
-        session = cls(workspace, image_id, name, image, correction, prediction_id, version, None, message)
+        session = cls(workspace, image_id, name, image, correction, prediction_id, version, None, message, revision)
         session.prefetch()
         return session
 
     @classmethod
-    def _restored(cls, workspace, image_id, name, image, latest, prompts, base) -> "LabelingSession":
+    def _restored(cls, workspace, image_id, name, image, latest, prompts, base, revision) -> "LabelingSession":
         """Replay the saved prompts on the mask they started from; fall back to the saved mask."""
         correction = CorrectionSession(image, image_id, base if base is not None else latest.mask,
                                        workspace.prompter, workspace.window_size)  # fmt: skip
@@ -214,7 +220,7 @@ class LabelingSession:
             correction = CorrectionSession(image, image_id, latest.mask, workspace.prompter, workspace.window_size)
             message += f" (its clicks cannot be replayed: {error}; new clicks start from the saved mask)"
         session = cls(workspace, image_id, name, image, correction, latest.parent_prediction_id,
-                      latest.model_version, (latest.id, _fingerprint(correction)), message + ".")  # fmt: skip
+                      latest.model_version, (latest.id, _fingerprint(correction)), message + ".", revision)  # fmt: skip
         session.prefetch()
         return session
 
@@ -278,17 +284,21 @@ class LabelingSession:
 
     def save(self, annotator: str, review: Optional[str] = None, reason: str = "") -> int:
         """Save the current mask with its prompts (and review it) in one transaction; an unchanged
-        mask is not saved twice, only reviewed. Returns the annotation id."""
+        mask is not saved twice, only reviewed. Returns the annotation id. Refused (``StaleWrite``)
+        when another session saved or reviewed this image after this one opened it."""
         with self.workspace.store() as store:
             if not self.unsaved:
                 if review is not None:
-                    store.review(self._saved[0], review, annotator, reason)
+                    review_id = store.review(self._saved[0], review, annotator, reason, based_on=self.revision)
+                    self.revision = Revision(self._saved[0], review_id)
                 return self._saved[0]
             source = "corrected" if self.correction.prompts else ("automatic" if self.prediction_id else "manual")
             annotation_id = store.save_annotation(
                 self.image_id, self.mask, source, annotator, stored_prompts(self.correction.prompts),
                 self.prediction_id, review=review, reviewer=annotator if review else "", reason=reason,
+                based_on=self.revision,
             )  # fmt: skip
+            self.revision = store.saved_revision(annotation_id)
         self._saved = (annotation_id, _fingerprint(self.correction))
         return annotation_id
 

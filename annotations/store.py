@@ -36,6 +36,19 @@ class StoreError(RuntimeError):
     """A database that cannot be used, or a write that makes no sense; the message says why."""
 
 
+class StaleWrite(StoreError):
+    """A save or review based on an image's label that another session has since changed."""
+
+
+@dataclass(frozen=True)
+class Revision:
+    """Where an image's label stands: its latest annotation and that annotation's latest review
+    (None where there is none yet). A session saves ``based_on`` the revision it opened."""
+
+    annotation_id: Optional[int] = None
+    review_id: Optional[int] = None
+
+
 @dataclass(frozen=True)
 class Prompt:
     """One stored prompt row: a click ("point"), or one corner of a box (two "box" rows)."""
@@ -226,14 +239,17 @@ class AnnotationStore:
         review: Optional[str] = None,
         reviewer: str = "",
         reason: str = "",
+        based_on: Optional[Revision] = None,
     ) -> int:
-        """Save a mask with the prompts that made it (and optionally its review) in one transaction."""
+        """Save a mask with the prompts that made it (and optionally its review) in one transaction.
+        With ``based_on``, refuse (``StaleWrite``) when the image's label has changed since then."""
         if source not in SOURCES:
             raise StoreError(f"annotation source must be one of {SOURCES}, not {source!r}")
         self._check_mask(image_id, mask)
         row = {"image_id": image_id, "mask": encode_mask(mask), "source": source, "annotator": annotator,
                "parent_prediction_id": parent_prediction_id, "created_at": now()}  # fmt: skip
         with self.writing() as db:
+            self._check_current(image_id, based_on)
             annotation_id = db["annotations"].insert(row).last_pk
             db["prompts"].insert_all(
                 {"annotation_id": annotation_id, "seq": i, "x": p.x, "y": p.y, "label": p.label, "kind": p.kind}
@@ -243,9 +259,45 @@ class AnnotationStore:
                 self._insert_review(db, annotation_id, review, reviewer, reason)
         return annotation_id
 
-    def review(self, annotation_id: int, status: str, reviewer: str = "", reason: str = "") -> int:
+    def review(self, annotation_id: int, status: str, reviewer: str = "", reason: str = "",
+               based_on: Optional[Revision] = None) -> int:  # fmt: skip
+        """Review an annotation; with ``based_on``, refuse (``StaleWrite``) when its image's label
+        has changed since then."""
         with self.writing() as db:
+            if based_on is not None:
+                row = db.execute("select image_id from annotations where id = ?", [annotation_id]).fetchone()
+                self._check_current(row[0] if row else "", based_on)
             return self._insert_review(db, annotation_id, status, reviewer, reason)
+
+    def revision(self, image_id: str) -> Revision:
+        """Where the image's label stands now."""
+        row = self.db.execute(
+            "select a.id, (select max(id) from reviews where annotation_id = a.id) from annotations a "
+            "where a.image_id = ? order by a.id desc limit 1", [image_id]).fetchone()  # fmt: skip
+        return Revision(*row) if row else Revision()
+
+    def saved_revision(self, annotation_id: int) -> Revision:
+        """The revision an annotation made when it was saved: itself and the review saved with it
+        (its first), whatever was added since."""
+        row = self.db.execute("select min(id) from reviews where annotation_id = ?", [annotation_id]).fetchone()
+        return Revision(annotation_id, row[0])
+
+    def _check_current(self, image_id: str, based_on: Optional[Revision]) -> None:
+        if based_on is None:
+            return
+        current = self.revision(image_id)
+        if current == based_on:
+            return
+        if current.review_id is not None and current.annotation_id == based_on.annotation_id:
+            row = self.db["reviews"].get(current.review_id)
+            change = f"{row['reviewer'] or 'someone'} marked it {row['status']} at {row['created_at'][:19]} UTC"
+        else:
+            row = self.db["annotations"].get(current.annotation_id)
+            review = self.db["reviews"].get(current.review_id)["status"] if current.review_id else None
+            change = (f"{row['annotator'] or 'someone'} saved a new mask" + (f" marked {review}" if review else "")
+                      + f" at {row['created_at'][:19]} UTC")  # fmt: skip
+        raise StaleWrite(f"{change}, after you opened this image. Reopen it from the queue to see "
+                         "that version; your mask is still on screen and nothing stored was changed")  # fmt: skip
 
     def _insert_review(self, db: Database, annotation_id: int, status: str, reviewer: str, reason: str) -> int:
         if status not in STATUSES:

@@ -10,6 +10,7 @@ from PIL import Image
 from annotations import AnnotationStore
 from conftest import write_geotiff
 from translandseg import webapp
+from translandseg.download import sha256_of
 
 STRETCH = "2-98 %"
 
@@ -36,8 +37,9 @@ def select(x, y):
 
 
 def test_upload_shows_the_automatic_mask_and_queues_every_image(workspace, scenes):
-    session, picture, info, queue = webapp.upload(workspace, [str(s) for s in scenes], "ana", "", STRETCH, 0.5, None)
+    session, picture, info = webapp.upload(workspace, [str(s) for s in scenes], "ana", "", STRETCH, 0.5, None)
     assert picture.shape == (80, 90, 3) and "Automatic mask by adapter-" in info and "1 more image" in info
+    queue = webapp.queue_rows(workspace)
     assert [row[:2] for row in queue] == [["scene0.tif", "unlabelled"], ["scene1.tif", "unlabelled"]]
     with AnnotationStore(workspace.db_path) as store:
         (prediction,) = store.db["predictions"].rows
@@ -74,16 +76,17 @@ def test_save_review_and_next_then_reopen_restores_mask_and_prompts(workspace, s
     assert "Enter your name" in info
     *_, info, _ = webapp.save(workspace, "rejected", "ana", "", "", STRETCH, 0.5, session)
     assert "Not saved" in info and "reason" in info
-    session, _, info, queue = webapp.save(workspace, "accepted", "ana", "", "", STRETCH, 0.5, session)
+    session, _, info, reason = webapp.save(workspace, "accepted", "ana", "", "", STRETCH, 0.5, session)
     assert "accepted" in info and "Next: **scene1.tif**" in info and session.image_id != first_id
-    assert queue[0][:3] == ["scene0.tif", "accepted", "ana"]
+    queue = webapp.queue_rows(workspace)
+    assert queue[-1][:3] == ["scene0.tif", "accepted", "ana"] and queue[0][1] == "unlabelled"  # waiting work first
     with AnnotationStore(workspace.db_path) as store:
         annotation = store.latest_annotation(first_id)
         assert (annotation.source, annotation.status, annotation.reviewer) == ("corrected", "accepted", "ana")
         assert [(p.x, p.y, p.label) for p in store.prompts(annotation.id)] == [(45, 40, 1)]
         assert annotation.model_version == workspace.model.version
     reopened, picture, info = webapp.open_from_queue(workspace, gr.SelectData(None, {"index": [0, 0], "value": "",
-                                                     "row_value": queue[0]}), "", STRETCH, 0.5, session)  # fmt: skip
+                                                     "row_value": queue[-1]}), "", STRETCH, 0.5, session)  # fmt: skip
     assert "Restored the accepted corrected mask saved by ana" in info
     assert np.array_equal(reopened.mask, clicked_mask) and len(reopened.correction.prompts) == 1
     assert reopened.correction.can_undo  # the restored clicks can be undone one by one
@@ -108,14 +111,14 @@ def test_bad_uploads_get_clear_messages_and_lose_nothing(workspace, scenes, tmp_
     (tmp_path / "cut.png").write_bytes((tmp_path / "whole.png").read_bytes()[:60])
     two_bands = write_geotiff(tmp_path / "two.tif", np.zeros((2, 20, 20), np.uint16))
     bad = [tmp_path / "empty.png", tmp_path / "notes.txt", tmp_path / "cut.png"]
-    kept, _, info, queue = webapp.upload(workspace, [str(p) for p in bad], "ana", "", STRETCH, 0.5, session)
+    kept, _, info = webapp.upload(workspace, [str(p) for p in bad], "ana", "", STRETCH, 0.5, session)
     assert kept is session and "empty (0 bytes)" in info and "not a readable image" in info and "corrupt" in info
-    _, _, info, _ = webapp.upload(workspace, [str(two_bands)], "ana", "", STRETCH, 0.5, session)
+    _, _, info = webapp.upload(workspace, [str(two_bands)], "ana", "", STRETCH, 0.5, session)
     assert "2-band raster has no default RGB rendering" in info
-    _, _, info, _ = webapp.upload(workspace, [str(two_bands)], "ana", "1,2,2", STRETCH, 0.5, session)
+    _, _, info = webapp.upload(workspace, [str(two_bands)], "ana", "1,2,2", STRETCH, 0.5, session)
     assert "**two.tif**" in info  # opens once bands are chosen
     small = webapp.open_workspace(app_args(tmp_path, adapter, tiny_sam_checkpoint, "--max-pixels", "1000"))
-    _, _, info, _ = webapp.upload(small, [str(scenes[1])], "ana", "", STRETCH, 0.5, None)
+    _, _, info = webapp.upload(small, [str(scenes[1])], "ana", "", STRETCH, 0.5, None)
     assert "more than 1,000; cut it into smaller GeoTIFFs" in info
     with AnnotationStore(workspace.db_path) as store:
         assert store.counts_by_status()["accepted"] == 1
@@ -123,11 +126,11 @@ def test_bad_uploads_get_clear_messages_and_lose_nothing(workspace, scenes, tmp_
 
 def test_many_bands_default_to_true_colour(workspace, tmp_path):
     data = np.random.default_rng(0).integers(0, 4000, (14, 32, 32), dtype=np.uint16)  # Landslide4Sense-like
-    session, _, info, _ = webapp.upload(workspace, [str(write_geotiff(tmp_path / "s2.tif", data))], "a", "", STRETCH,
+    session, _, info = webapp.upload(workspace, [str(write_geotiff(tmp_path / "s2.tif", data))], "a", "", STRETCH,
                                         0.5, None)  # fmt: skip
     assert "14 band(s) shown as bands 4,3,2, 2-98%" in info
     grey = write_geotiff(tmp_path / "grey.tif", data[:1])
-    _, _, info, _ = webapp.upload(workspace, [str(grey)], "a", "", "min-max", 0.5, session)
+    _, _, info = webapp.upload(workspace, [str(grey)], "a", "", "min-max", 0.5, session)
     assert "1 band(s) shown as bands 1,1,1, 0-100%" in info
 
 
@@ -136,7 +139,7 @@ def test_without_a_model_the_app_explains_and_still_labels(tmp_path, scenes):
                               "--data-dir", str(tmp_path / "data")])  # fmt: skip
     workspace = webapp.open_workspace(args)
     assert workspace.model is None and webapp.banner(workspace).startswith("**No model is loaded")
-    session, picture, info, _ = webapp.upload(workspace, [str(scenes[0])], "ana", "", STRETCH, 0.5, None)
+    session, picture, info = webapp.upload(workspace, [str(scenes[0])], "ana", "", STRETCH, 0.5, None)
     assert "No automatic mask" in info and not session.mask.any()
     _, info = webapp.click(select(10, 10), "positive", 0.5, session)
     assert "no SAM model is loaded" in info
@@ -148,7 +151,7 @@ def test_sam_without_adapter_gives_clicks_but_no_automatic_mask(tmp_path, scenes
                               "--data-dir", str(tmp_path / "data"), "--cache-dir", str(tmp_path / "cache")])  # fmt: skip
     workspace = webapp.open_workspace(args)
     assert "No trained adapter" in webapp.banner(workspace)
-    session, _, info, _ = webapp.upload(workspace, [str(scenes[0])], "ana", "", STRETCH, 0.5, None)
+    session, _, info = webapp.upload(workspace, [str(scenes[0])], "ana", "", STRETCH, 0.5, None)
     assert "No automatic mask" in info
     _, info = webapp.click(select(10, 10), "positive", 0.5, session)
     assert "mask updated" in info
@@ -158,7 +161,7 @@ def test_sam_without_adapter_gives_clicks_but_no_automatic_mask(tmp_path, scenes
 
 
 def test_the_example_scene_opens_georeferenced(workspace):
-    session, picture, info, queue = webapp.open_example(workspace, "ana", "", STRETCH, 0.5, None)
+    session, picture, info = webapp.open_example(workspace, "ana", "", STRETCH, 0.5, None)
     assert "**example_hillside.tif**: 384x384 px, 3 band(s)" in info and "EPSG:32648" in info
     assert session.map_coordinates(0, 0) == (435005.0, 2909995.0, "EPSG:32648")
 
@@ -185,7 +188,7 @@ def test_a_real_bijie_image_through_the_app(workspace, samples):
 
     pair = find_pairs(samples / "bijie")[0]
     label = read_label(pair.label)
-    session, picture, info, _ = webapp.upload(workspace, [str(pair.image)], "ana", "", STRETCH, 0.5, None)
+    session, picture, info = webapp.upload(workspace, [str(pair.image)], "ana", "", STRETCH, 0.5, None)
     assert picture.shape[:2] == session.quicklook.shape[:2] and "not georeferenced" in info
     rows, cols = np.nonzero(label)
     x, y = int(np.median(cols)), int(np.median(rows))
@@ -203,7 +206,7 @@ def test_a_real_bijie_image_through_the_app(workspace, samples):
 def test_large_rasters_show_a_quicklook_and_full_resolution_windows(workspace, tmp_path):
     data = np.random.default_rng(5).integers(0, 255, (3, 1200, 3000), dtype=np.uint8)
     large = write_geotiff(tmp_path / "large.tif", data)
-    session, picture, _, _ = webapp.upload(workspace, [str(large)], "ana", "", STRETCH, 0.5, None)
+    session, picture, _ = webapp.upload(workspace, [str(large)], "ana", "", STRETCH, 0.5, None)
     assert picture.shape == (614, 1536, 3)  # the quicklook
     assert session.to_image_pixel(768, 307) == (1500, 600)
     views = webapp.view_choices(session).choices
@@ -216,3 +219,61 @@ def test_large_rasters_show_a_quicklook_and_full_resolution_windows(workspace, t
     rows, cols = np.nonzero(session.correction.mask != session.correction.automatic)  # a window around the click
     assert cols.min() <= 1986 <= cols.max() and rows.min() <= 196 <= rows.max()
     assert cols.max() - cols.min() < 1024 and rows.max() - rows.min() < 1024
+
+
+def test_two_analysts_on_one_image_a_stale_save_is_refused_and_nothing_is_lost(workspace, scenes):
+    first, *_ = webapp.upload(workspace, [str(scenes[0])], "ana", "", STRETCH, 0.5, None)
+    row = webapp.queue_rows(workspace)[0]
+    second, *_ = webapp.open_from_queue(workspace, gr.SelectData(None, {"index": [0, 0], "value": "", "row_value": row}),
+                                        "", STRETCH, 0.5, None)  # fmt: skip
+    assert second.image_id == first.image_id
+    webapp.save(workspace, "accepted", "ana", "", "", STRETCH, 0.5, first)
+    webapp.click(select(45, 40), "positive", 0.5, second)
+    kept, _, info, _ = webapp.save(workspace, None, "bob", "", "", STRETCH, 0.5, second)
+    assert kept is second and info.startswith("Not saved: ana saved a new mask marked accepted at") and "Reopen" in info
+    with AnnotationStore(workspace.db_path) as store:
+        latest = store.latest_annotation(first.image_id)
+        assert (latest.status, latest.annotator) == ("accepted", "ana") and store.db["annotations"].count == 1
+    reopened, *_ = webapp.open_from_queue(workspace, gr.SelectData(None, {"index": [0, 0], "value": "",
+                                          "row_value": row}), "", STRETCH, 0.5, second)  # fmt: skip
+    webapp.click(select(45, 40), "positive", 0.5, reopened)
+    *_, info, _ = webapp.save(workspace, "needs-work", "bob", "", "", STRETCH, 0.5, reopened)
+    assert info.startswith("Saved scene0.tif")  # built on the accepted version: allowed
+
+
+def test_a_rejection_reason_is_cleared_once_stored(workspace, scenes):
+    session, *_ = webapp.upload(workspace, [str(s) for s in scenes], "ana", "", STRETCH, 0.5, None)
+    *_, info, reason = webapp.save(workspace, "rejected", "ana", "   ", "", STRETCH, 0.5, session)
+    assert "Not saved" in info and reason == "   "  # refused: what was typed stays
+    session, _, info, reason = webapp.save(workspace, "rejected", "ana", "Road cut, not a landslide", "", STRETCH, 0.5,
+                                           session)  # fmt: skip
+    assert "rejected" in info and reason == ""
+    webapp.save(workspace, "accepted", "ana", reason, "", STRETCH, 0.5, session)
+    with AnnotationStore(workspace.db_path) as store:
+        reasons = [r["reason"] for r in store.db["reviews"].rows_where(order_by="id")]
+    assert reasons == ["Road cut, not a landslide", ""]
+
+
+def test_uploading_again_opens_the_first_new_image_and_the_queue_filters(workspace, scenes):
+    webapp.upload(workspace, [str(scenes[0])], "ana", "", STRETCH, 0.5, None)
+    session, _, info = webapp.upload(workspace, [str(scenes[0]), str(scenes[1])], "ana", "", STRETCH, 0.5, None)
+    assert session.name == "scene1.tif" and "**scene1.tif**" in info
+    webapp.save(workspace, "accepted", "ana", "", "", STRETCH, 0.5, session)
+    assert [r[0] for r in webapp.queue_rows(workspace, "accepted")] == ["scene1.tif"]
+    assert [r[0] for r in webapp.queue_rows(workspace, "unlabelled")] == ["scene0.tif"]
+    assert [r[0] for r in webapp.queue_rows(workspace)] == ["scene0.tif", "scene1.tif"]
+
+
+def test_uploads_are_kept_beside_the_database_and_refusals_name_the_users_file(tmp_path, adapter, tiny_sam_checkpoint):
+    db = tmp_path / "elsewhere" / "labels.db"
+    args = webapp.parse_args(["--adapter", str(adapter), "--sam-checkpoint", str(tiny_sam_checkpoint), "--db", str(db),
+                              "--cache-dir", str(tmp_path / "cache")])  # fmt: skip
+    workspace = webapp.open_workspace(args)
+    assert workspace.db_path == db and workspace.images_dir == db.parent / "images"
+    (tmp_path / "notes.png").write_text("not an image")
+    two_bands = write_geotiff(tmp_path / "two.tif", np.zeros((2, 20, 20), np.uint16))
+    _, _, info = webapp.upload(workspace, [str(tmp_path / "notes.png"), str(two_bands)], "ana", "", STRETCH, 0.5, None)
+    assert "notes.png is not a readable image" in info and "Cannot open two.tif: a 2-band raster" in info
+    digest = sha256_of(tmp_path / "notes.png")
+    assert digest[:8] not in info and str(workspace.images_dir) not in info and "--bands" not in info
+    assert "R,G,B" in info

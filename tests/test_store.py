@@ -100,3 +100,29 @@ def test_concurrent_writers_lose_nothing(tmp_path, image):
         assert sorted(per_writer) == [(f"w{w}", 25) for w in range(5)]
         for row in store.db.query("select a.annotator, p.y from annotations a join prompts p on p.annotation_id = a.id"):
             assert row["annotator"] == f"w{int(row['y'])}"  # every prompt stayed with its own annotation
+
+
+def test_a_save_or_review_over_a_newer_label_is_refused_and_loses_nothing(tmp_path, image):
+    """Two analysts open the same image; one accepts, the other's later save is refused."""
+    from annotations.store import Revision, StaleWrite
+
+    with AnnotationStore(tmp_path / "labels.db") as store:
+        image_id = store.add_image(image)
+        first = store.save_annotation(image_id, _mask(1), "manual", "ana")
+        opened = store.revision(image_id)  # both sessions open this
+        assert opened == Revision(first, None)
+        accepted = store.review(first, "accepted", "rev", based_on=opened)
+        with pytest.raises(StaleWrite, match="rev marked it accepted"):
+            store.save_annotation(image_id, _mask(2), "corrected", "bob", based_on=opened)
+        with pytest.raises(StaleWrite, match="rev marked it accepted"):
+            store.review(first, "needs-work", "bob", based_on=opened)
+        (latest,) = store.latest_annotations()
+        assert (latest.id, latest.status) == (first, "accepted") and np.array_equal(latest.mask, _mask(1))
+        assert store.db["annotations"].count == 1 and store.db["reviews"].count == 1
+        current = store.revision(image_id)
+        assert current == Revision(first, accepted)
+        second = store.save_annotation(image_id, _mask(2), "corrected", "bob", based_on=current, review="needs-work",
+                                       reviewer="bob")  # fmt: skip
+        assert store.saved_revision(second) == store.revision(image_id)
+        with pytest.raises(StaleWrite, match="bob saved a new mask"):
+            store.save_annotation(image_id, _mask(3), "corrected", "ana", based_on=current)

@@ -40,7 +40,7 @@ def default_bands(count: int, colorinterp: Sequence[ColorInterp]) -> Tuple[int, 
         return (1, 2, 3)
     if count == 1:
         return (1, 1, 1)
-    raise ImageReadError(f"a {count}-band raster has no default RGB rendering; choose 3 bands (e.g. --bands 1,2,2)")
+    raise ImageReadError(f"a {count}-band raster has no default RGB rendering; choose 3 bands to show as R,G,B (e.g. 1,2,2)")
 
 
 @dataclass
@@ -188,7 +188,8 @@ def _open(path: Path):
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             dataset = rasterio.open(path)
     except RasterioError as error:
-        raise ImageReadError(f"{path.name} is not a readable image (PNG, JPEG or GeoTIFF): {error}") from error
+        detail = str(error).replace(str(path), path.name)  # GDAL names the file by its full path
+        raise ImageReadError(f"{path.name} is not a readable image (PNG, JPEG or GeoTIFF): {detail}") from error
     if dataset.width == 0 or dataset.height == 0:
         dataset.close()
         raise ImageReadError(f"{path.name} has no pixels")

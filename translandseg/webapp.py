@@ -40,6 +40,8 @@ log = logging.getLogger("translandseg.app")
 EXAMPLE = Path(__file__).resolve().parents[1] / "assets" / "example_hillside.tif"  # in a checkout or a Space
 STRETCHES = {"2-98 %": (2.0, 98.0), "0.5-99.5 %": (0.5, 99.5), "min-max": (0.0, 100.0)}
 QUEUE_COLUMNS = ["name", "status", "labelled by", "id"]
+QUEUE_ORDER = ("unlabelled", "pending", "needs-work", "rejected", "accepted")  # what waits comes first
+ALL_IMAGES = "all images"
 SHORTCUTS = """
 <script>
 document.addEventListener("keydown", (event) => {
@@ -99,9 +101,12 @@ def _annotator(name: str, request: Optional[gr.Request]) -> str:
     return (user or name or "").strip()
 
 
-def _queue_rows(workspace: Workspace) -> List[List[str]]:
-    return [[r["name"], r["status"] if r["labelled"] else "unlabelled", r["annotator"] or "", r["id"]]
+def queue_rows(workspace: Workspace, shown: str = ALL_IMAGES) -> List[List[str]]:
+    """The store's images for the queue table, what waits for work first; ``shown`` filters by status."""
+    rows = [[r["name"], r["status"] if r["labelled"] else "unlabelled", r["annotator"] or "", r["id"]]
             for r in workspace.queue()]  # fmt: skip
+    rows.sort(key=lambda row: QUEUE_ORDER.index(row[1]))  # stable: in the order added within a status
+    return [row for row in rows if shown in (ALL_IMAGES, row[1])]
 
 
 def _view(session: Optional[LabelingSession], opacity: float, message: str):
@@ -119,21 +124,25 @@ def _describe(session: LabelingSession) -> str:
 
 def upload(workspace: Workspace, files, name: str, bands: str, stretch: str, opacity: float,
            session: Optional[LabelingSession], request: gr.Request = None):  # fmt: skip
-    """Register uploaded images in the store; open the first that can be read."""
+    """Register uploaded images in the store; open the first new one that can be read (else the
+    first one already stored)."""
     files = [files] if isinstance(files, (str, Path)) else list(files or [])
     if not files:
-        return session, *_view(session, opacity, "Choose one or more images to upload."), _queue_rows(workspace)
+        return session, *_view(session, opacity, "Choose one or more images to upload.")
+    known = {row["id"] for row in workspace.queue()}
     messages, added = [], []
     for path in files:
+        uploaded = Path(path).name  # Gradio keeps the name the analyst's file had
         try:
-            added.append(workspace.add_upload(Path(path), Path(path).name, _annotator(name, request)))
+            added.append(workspace.add_upload(Path(path), uploaded, _annotator(name, request)))
         except USER_ERRORS as error:
-            messages.append(f"{Path(path).name}: {error}")
+            messages.append(str(error) if str(error).startswith(uploaded) else f"{uploaded}: {error}")
     picture = None if session is None else session.picture(opacity)
     if added:  # opening renders the picture once
-        session, picture, opened = _open_stored(workspace, added[0], bands, stretch, opacity, session)
+        first = next((i for i in added if i not in known), added[0])
+        session, picture, opened = _open_stored(workspace, first, bands, stretch, opacity, session)
         messages.insert(0, opened + (f" {len(added) - 1} more image(s) added to the queue." if len(added) > 1 else ""))
-    return session, picture, "\n\n".join(messages), _queue_rows(workspace)
+    return session, picture, "\n\n".join(messages)
 
 
 def open_example(workspace: Workspace, name: str, bands: str, stretch: str, opacity: float,
@@ -155,7 +164,8 @@ def _open_stored(workspace: Workspace, image_id: str, bands: str, stretch: str, 
     try:
         new = LabelingSession.open_stored(workspace, image_id, _bands(bands), STRETCHES[stretch])
     except USER_ERRORS as error:
-        return session, *_view(session, opacity, f"Cannot open this image: {error}")
+        names = {row["id"]: row["name"] for row in workspace.queue()}
+        return session, *_view(session, opacity, f"Cannot open {names.get(image_id, 'this image')}: {error}")
     note = ""
     if session is not None and session.unsaved and session.correction.prompts:
         note = f" (unsaved clicks on {session.name} were left behind)"
@@ -194,16 +204,17 @@ def edit(action: str, opacity: float, session: Optional[LabelingSession]):
 
 def save(workspace: Workspace, status: Optional[str], name: str, reason: str, bands: str, stretch: str,
          opacity: float, session: Optional[LabelingSession], request: gr.Request = None):  # fmt: skip
-    """Save the mask (with a review status when given); after a review, open the next pending image."""
+    """Save the mask (with a review status when given); after a review, open the next pending image.
+    Returns (session, picture, message, reason): the reason box is emptied once it is stored."""
     if session is None:
-        return session, None, "Upload or pick an image first.", _queue_rows(workspace)
+        return session, None, "Upload or pick an image first.", reason
     annotator = _annotator(name, request)
     if not annotator:
-        return session, session.picture(opacity), "Enter your name before saving.", _queue_rows(workspace)
+        return session, session.picture(opacity), "Enter your name before saving.", reason
     try:
         annotation_id = session.save(annotator, status, reason.strip())
     except USER_ERRORS as error:
-        return session, session.picture(opacity), f"Not saved: {error}", _queue_rows(workspace)
+        return session, session.picture(opacity), f"Not saved: {error}", reason
     message = f"Saved {session.name} as annotation {annotation_id}" + (f", {status}." if status else ".")
     following = workspace.next_pending(session.image_id) if status else None
     if following is not None and following != session.image_id:
@@ -213,7 +224,7 @@ def save(workspace: Workspace, status: Optional[str], name: str, reason: str, ba
         picture = session.picture(opacity)
         if status:
             message += " No image is waiting for review."
-    return session, picture, message, _queue_rows(workspace)
+    return session, picture, message, ""
 
 
 def view_choices(session: Optional[LabelingSession]):
@@ -406,7 +417,9 @@ def build_ui(workspace: Workspace) -> gr.Blocks:
                     with gr.Accordion("Bands and stretch (multi-band rasters)", open=False):
                         bands = gr.Textbox(label="Bands shown as R,G,B", placeholder="automatic: 4,3,2 for 4+ bands")
                         stretch = gr.Dropdown(list(STRETCHES), value="2-98 %", label="Stretch (non-8-bit data)")
-                    queue = gr.Dataframe(_queue_rows(workspace), headers=QUEUE_COLUMNS, label="Queue (click to open)",
+                    queue_filter = gr.Dropdown([ALL_IMAGES, *QUEUE_ORDER], value=ALL_IMAGES, label="Show",
+                                               elem_id="queue-filter")  # fmt: skip
+                    queue = gr.Dataframe(queue_rows(workspace), headers=QUEUE_COLUMNS, label="Queue (click to open)",
                                          interactive=False, elem_id="queue")  # fmt: skip
                 with gr.Column(scale=3):
                     picture = gr.Image(label="Mask (red) and clicks (green +, red -)", type="numpy", format="png", height=560,
@@ -437,25 +450,36 @@ def build_ui(workspace: Workspace) -> gr.Blocks:
         with gr.Tab("Model"):
             _model_tab(workspace, name)
 
-        view = [session, picture, info, queue]
+        def open_row(evt: gr.SelectData, bands: str, stretch: str, opacity: float, session):
+            return open_from_queue(workspace, evt, bands, stretch, opacity, session)
+
+        view = [session, picture, info]
+        model_work = {"concurrency_id": "model", "concurrency_limit": 1}
         opened = [
             files.upload(partial(upload, workspace), [files, name, bands, stretch, opacity, session], view,
-                         api_name="upload", concurrency_id="model", concurrency_limit=1),
+                         api_name="upload", **model_work),
             example.click(partial(open_example, workspace), [name, bands, stretch, opacity, session], view,
-                          api_name="example", concurrency_id="model", concurrency_limit=1),
-            queue.select(partial(open_from_queue, workspace), [bands, stretch, opacity, session],
-                         [session, picture, info], api_name="open", concurrency_id="model", concurrency_limit=1),
+                          api_name="example", **model_work),
+            queue.select(open_row, [bands, stretch, opacity, session], view, api_name="open", **model_work),
         ]  # fmt: skip
+        opened[0].then(lambda: None, None, files, api_name=False)  # the next upload sends only new files
         picture.select(click, [mode, opacity, session], [picture, info], api_name="click", concurrency_id="clicks",
                        concurrency_limit=4)  # fmt: skip
         for button, action in ((undo, "undo"), (redo, "redo"), (reset, "reset")):
             button.click(partial(edit, action), [opacity, session], [picture, info], api_name=action)
+        saved = []
         for button, status in ((save_button, None), (accept, "accepted"), (needs_work, "needs-work"),
                                (reject, "rejected")):  # fmt: skip
-            opened.append(button.click(partial(save, workspace, status), [name, reason, bands, stretch, opacity, session],
-                                       view, api_name=status or "save", concurrency_id="model", concurrency_limit=1))  # fmt: skip
-        for event in opened:
-            event.then(view_choices, session, view_picker, api_name=False)
+            event = button.click(partial(save, workspace, status), [name, reason, bands, stretch, opacity, session],
+                                 [*view, reason], api_name=status or "save", **model_work)  # fmt: skip
+            (saved if status is None else opened).append(event)
+        for event in opened:  # a new image may be open: whole view, positive clicks, fresh queue
+            event.then(view_choices, session, view_picker, api_name=False).then(
+                lambda: "positive", None, mode, api_name=False)
+        for event in (*opened, *saved):
+            event.then(partial(queue_rows, workspace), queue_filter, queue, api_name=False)
+        queue_filter.input(partial(queue_rows, workspace), queue_filter, queue, api_name=False)
+        demo.load(partial(queue_rows, workspace), queue_filter, queue, api_name=False)  # every new browser session
         view_picker.input(show_view, [view_picker, opacity, session], picture, api_name="view")
         opacity.release(rerender, [opacity, session], picture, api_name="render")
         export_button.click(partial(export, workspace), [statuses, formats], [archive, export_info], api_name="export")
@@ -468,7 +492,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--host", default=env("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(env("GRADIO_SERVER_PORT", 7860)))
     parser.add_argument("--db", type=Path, default=env("TRANSLANDSEG_DB"), help="label store (default DATA_DIR/labels.db)")
-    parser.add_argument("--data-dir", type=Path, default=None, help="where the store and uploads persist")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="where the store and uploads persist (default: the folder of --db when given)")
     parser.add_argument("--sam", default=env("TRANSLANDSEG_SAM"),
                         help="base model: vit_b, vit_l, vit_h or lite (default: the adapter's; else vit_b when its "
                         "checkpoint is cached, else the offline default, LiteMedSAM with assets' adapter)")
@@ -481,7 +506,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--embedding-cache-mb", type=float, default=512, help="embeddings kept in memory")
     parser.add_argument("--auth", help="USER:PASSWORD to require a login (the user name is recorded)")
     args = parser.parse_args(argv)
-    args.data_dir = args.data_dir or default_data_dir()
+    args.data_dir = args.data_dir or (args.db.parent if args.db else default_data_dir())  # uploads beside the store
     return args
 
 
