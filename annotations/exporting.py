@@ -212,3 +212,26 @@ def _write_manifest(items: Sequence[ExportItem], out: Path) -> None:
         writer = csv.DictWriter(f, MANIFEST_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
+
+
+def describe_export(out: Path, formats: Sequence[str]) -> str:
+    """What an export folder holds, per format, in words; says why a format came out empty."""
+    rows = json.loads((out / "manifest.json").read_text())
+    georeferenced = sum(1 for row in rows if row["crs"])
+    parts = []
+    if "png" in formats:
+        parts.append(f"PNG: {len(list((out / 'png' / 'label').glob('*.png')))} image/label pairs")
+    if "geotiff" in formats:
+        parts.append(f"GeoTIFF: {len(list((out / 'geotiff' / 'label').glob('*.tif')))} chip/label pairs")
+    if "geojson" in formats:
+        features = len(json.loads((out / "landslides.geojson").read_text())["features"])
+        text = f"GeoJSON: {features} landslide polygons from {georeferenced} georeferenced image(s)"
+        if not georeferenced:
+            text += " (empty: no exported image has a CRS, so there is nothing to place on a map)"
+        elif georeferenced < len(rows):
+            text += f"; {len(rows) - georeferenced} image(s) without a CRS are left out"
+        parts.append(text)
+    if "coco" in formats:
+        instances = len(json.loads((out / "coco.json").read_text())["annotations"])
+        parts.append(f"COCO: {instances} landslide instances" + (" (empty: every mask is empty)" if not instances else ""))
+    return f"{len(rows)} image(s). " + "; ".join(parts) + "."

@@ -31,6 +31,7 @@ from translandseg.overlay import render
 from translandseg.predict import Predictor, tile_starts
 from translandseg.raster import STRETCH_PERCENTILES, ImageReadError, RasterImage
 
+from .accounts import Accounts
 from .store import AnnotationStore, Revision, session_prompts, stored_prompts
 from .training_runs import activate, active_model
 
@@ -54,6 +55,7 @@ class Workspace:
     limits: Limits = field(default_factory=Limits)
     window_size: int = DEFAULT_WINDOW_SIZE
     cache_dir: Optional[Path] = None  # where base checkpoints are cached
+    accounts: Optional[Accounts] = None  # logins and roles; None: no login, anyone may review
 
     def __post_init__(self) -> None:
         self.images_dir.mkdir(parents=True, exist_ok=True)

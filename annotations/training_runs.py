@@ -54,6 +54,7 @@ def create_run(store: AnnotationStore, statuses: Sequence[str], requested_by: st
         active = active_model(store)
         run_id = db["training_runs"].insert({
             "status": "queued", "progress": 0.0, "requested_by": requested_by, "settings": json.dumps(settings),
+            "message": "starting its process (loading PyTorch takes a few seconds)",
             "snapshot": f"{n_train} training + {n_val} validation labels ({'/'.join(statuses)})",
             "base_version": active["version"] if active else None, "started_at": now(), "cancel_requested": 0,
         }).last_pk  # fmt: skip

@@ -1,5 +1,6 @@
 """The web app's event handlers, called directly on a tiny SAM, a trained adapter and a temp store."""
 
+import io
 import zipfile
 
 import gradio as gr
@@ -230,7 +231,7 @@ def test_two_analysts_on_one_image_a_stale_save_is_refused_and_nothing_is_lost(w
     webapp.save(workspace, "accepted", "ana", "", "", STRETCH, 0.5, first)
     webapp.click(select(45, 40), "positive", 0.5, second)
     kept, _, info, _ = webapp.save(workspace, None, "bob", "", "", STRETCH, 0.5, second)
-    assert kept is second and info.startswith("Not saved: ana saved a new mask marked accepted at") and "Reopen" in info
+    assert kept is second and "tls-problem" in info and "Not saved: ana saved a new mask marked accepted at" in info
     with AnnotationStore(workspace.db_path) as store:
         latest = store.latest_annotation(first.image_id)
         assert (latest.status, latest.annotator) == ("accepted", "ana") and store.db["annotations"].count == 1
@@ -277,3 +278,48 @@ def test_uploads_are_kept_beside_the_database_and_refusals_name_the_users_file(t
     digest = sha256_of(tmp_path / "notes.png")
     assert digest[:8] not in info and str(workspace.images_dir) not in info and "--bands" not in info
     assert "R,G,B" in info
+
+
+def test_the_model_tab_reads_as_words_and_export_counts_each_format(workspace, tmp_path):
+    report = webapp.model_report(workspace)
+    assert "| landslide IoU |" in report and "| mean IoU (landslide, background) |" in report
+    assert webapp.metric_label("noc85_from_automatic") == "clicks to reach IoU 0.85 (NoC@85), from the automatic mask"
+    assert webapp.metric_label("iou@3_from_empty") == "IoU after 3 click(s), from the empty mask"
+    Image.fromarray(np.random.default_rng(4).integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(tmp_path / "p.png")
+    session, *_ = webapp.upload(workspace, [str(tmp_path / "p.png")], "ana", "", STRETCH, 0.5, None)
+    webapp.click(select(25, 20), "positive", 0.5, session)
+    webapp.save(workspace, "accepted", "ana", "", "", STRETCH, 0.5, session)
+    archive, info = webapp.export(workspace, ["accepted"], ["png", "geojson", "coco"])
+    assert zipfile.is_zipfile(archive) and "1 image(s)" in info and "PNG: 1 image/label pairs" in info
+    assert "GeoJSON: 0 landslide polygons from 0 georeferenced image(s) (empty: no exported image has a CRS" in info
+    assert "COCO: " in info
+
+
+def test_with_accounts_only_reviewers_accept_or_reject(tmp_path, adapter, tiny_sam_checkpoint, scenes, monkeypatch):
+    from annotations.accounts import AccountError, Accounts, add_user
+    from translandseg.cli import main
+
+    users = tmp_path / "users.txt"
+    add_user(users, "ana", "annotator", "ana-password")
+    add_user(users, "rev", "reviewer", "rev-password")
+    with pytest.raises(AccountError, match="at least 8"):
+        add_user(users, "eve", "reviewer", "short")
+    accounts = Accounts(users)
+    assert accounts.login("rev", "rev-password") and not accounts.login("rev", "ana-password")
+    assert not accounts.login("nobody", "rev-password") and "rev-password" not in users.read_text()
+    workspace = webapp.open_workspace(app_args(tmp_path, adapter, tiny_sam_checkpoint, "--users", str(users)))
+    ana, rev = gr.Request(username="ana"), gr.Request(username="rev")
+    session, *_ = webapp.upload(workspace, [str(scenes[0])], "", "", STRETCH, 0.5, None, ana)
+    *_, info, _ = webapp.save(workspace, "accepted", "typed-name", "", "", STRETCH, 0.5, session, ana)
+    assert "only reviewers can mark an image accepted; ana is an annotator" in info
+    *_, info, _ = webapp.save(workspace, "needs-work", "", "", "", STRETCH, 0.5, session, ana)
+    assert "needs-work" in info
+    *_, info, _ = webapp.save(workspace, "accepted", "", "", "", STRETCH, 0.5, session, rev)
+    assert "accepted" in info and "Not saved" not in info
+    with AnnotationStore(workspace.db_path) as store:
+        statuses = [(r["status"], r["reviewer"]) for r in store.db["reviews"].rows_where(order_by="id")]
+        assert statuses == [("needs-work", "ana"), ("accepted", "rev")]
+        assert store.latest_annotation(session.image_id).annotator == "ana"  # the login, not the typed name
+    monkeypatch.setattr("sys.stdin", io.StringIO("bob-password\n"))  # not a terminal: the password is read once
+    assert main(["add-user", str(users), "bob", "--role", "reviewer"]) == 0
+    assert Accounts(users).login("bob", "bob-password") and Accounts(users).users["bob"].role == "reviewer"

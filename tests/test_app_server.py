@@ -112,3 +112,48 @@ def test_browser_upload_click_save(server, scene):
     ((x, y, label, kind),) = rows(db, "select x, y, label, kind from prompts where annotation_id = ?", annotation_id)
     assert (label, kind) == (1, "point") and abs(x - 80) <= 3 and abs(y - 60) <= 3  # the picture's centre
 
+
+
+def test_browser_queue_opens_images_reasons_clear_and_uploads_do_not_repeat(server, tmp_path):
+    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is installed with the test extras")
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it: apt-get install chromium)")
+    url, db = server
+    rng = np.random.default_rng(7)
+    first, second = (write_geotiff(tmp_path / f"{name}.tif", rng.integers(0, 255, (3, 90, 120), dtype=np.uint8))
+                     for name in ("queue-first", "queue-second"))  # fmt: skip
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        info = page.locator("#info")
+        try:
+            page.goto(url)
+            page.locator("#annotator textarea, #annotator input").first.fill("queue-user")
+            page.locator("#upload input[type=file]").set_input_files([str(first), str(second)])
+            info.get_by_text("1 more image(s) added to the queue").wait_for(timeout=60_000)
+            page.locator("#upload").get_by_text("queue-second.tif").wait_for(state="detached", timeout=30_000)
+            page.locator("#queue").get_by_text("queue-second.tif").click()  # the queue opens what is clicked
+            info.get_by_text("queue-second.tif: 120x90 px").wait_for(timeout=60_000)
+            for button in ("#reject", "#accept"):  # the review buttons are in view beside the canvas
+                box = page.locator(button).bounding_box()
+                assert box["y"] + box["height"] <= 900, button
+            page.locator('#click-mode input[value="negative"]').check()
+            page.locator("#reason textarea").fill("Road cut, not a landslide")
+            page.locator("#reject").click()
+            info.get_by_text("rejected. Next:").wait_for(timeout=60_000)
+            page.wait_for_function("document.querySelector('#reason textarea').value === ''", timeout=30_000)
+            page.wait_for_function("document.querySelector('#click-mode input[value=\"positive\"]').checked",
+                                   timeout=30_000)  # fmt: skip
+            page.locator("#accept").click()
+            info.get_by_text("Saved queue-first.tif").wait_for(timeout=60_000)
+            other = browser.new_page(viewport={"width": 1400, "height": 900})  # a second analyst, fresh page
+            other.goto(url)
+            other.locator("#queue").get_by_text("queue-first.tif").wait_for(timeout=30_000)
+            other.locator("#queue").get_by_text("queue-second.tif").wait_for(timeout=30_000)
+        finally:
+            page.screenshot(path=str(ARTIFACTS / "browser_queue_review.png"), full_page=True)
+            browser.close()
+    reviews = rows(db, """select i.name, r.status, r.reason from reviews r join annotations a on a.id = r.annotation_id
+                          join images i on i.id = a.image_id where i.name like 'queue-%' order by r.id""")  # fmt: skip
+    assert reviews == [("queue-second.tif", "rejected", "Road cut, not a landslide"), ("queue-first.tif", "accepted", "")]

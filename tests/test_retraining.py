@@ -180,6 +180,8 @@ def test_the_model_tab_starts_follows_and_activates_a_run(tmp_path, store_with_l
     loaded = load_model("tiny", tiny_sam_checkpoint, adapter)
     workspace = Workspace(store_with_labels, tmp_path / "images", loaded, "", EmbeddingCache(64))
     assert webapp.retrain(workspace, "ana", ["accepted"], 1, 5) == "Retraining run 1 started."
+    phases = ("starting its process", "loading the model", "preparing the training set", "training epoch 1/1")
+    assert any(phase in webapp.training_status(workspace) for phase in phases)  # said from the first second
     assert "already running" in webapp.retrain(workspace, "ana", ["accepted"], 1, 5)
     run = wait_for(store_with_labels, finished)
     assert run["status"] == "succeeded", run["message"]

@@ -145,6 +145,14 @@ def _store_commands(commands) -> None:
                         help="activate new versions automatically when they beat the active one")
     models.set_defaults(run=_models)
 
+    user = commands.add_parser("add-user", help="add an analyst to the app's users file (serve --users FILE)",
+                               description="Adds NAME (or replaces its line) with a salted scrypt hash of the "
+                               "password, asked twice; reviewers may also accept and reject.")  # fmt: skip
+    user.add_argument("file", type=Path)
+    user.add_argument("name")
+    user.add_argument("--role", choices=("annotator", "reviewer"), default="annotator")
+    user.set_defaults(run=_add_user)
+
     db = commands.add_parser("db", help="label store commands").add_subparsers(required=True, metavar="COMMAND")
     info = db.add_parser("info", help="counts by review status, models")
     info.add_argument("--db", type=Path, required=True)
@@ -339,6 +347,21 @@ def _models(args) -> None:
         for model in store.models():
             print(f"{'*' if model['active'] else ' '} {model['version']:<40} {model['created_at']}  "
                   f"{json.dumps(model['metrics'])}")  # fmt: skip
+
+
+def _add_user(args) -> None:
+    import getpass
+
+    from annotations.accounts import add_user
+
+    if sys.stdin.isatty():
+        password = getpass.getpass(f"password for {args.name}: ")
+        if getpass.getpass("again: ") != password:
+            raise ValueError("the two passwords differ; nothing was written")
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    add_user(args.file, args.name, args.role, password)
+    print(f"{args.name} ({args.role}) is in {args.file}")
 
 
 def _db_info(args) -> None:

@@ -22,16 +22,20 @@ def render(rgb: np.ndarray, mask: np.ndarray, opacity: float,
            points: Iterable[Tuple[float, float, bool]] = (),
            boxes: Iterable[Tuple[float, float, float, float, bool]] = ()) -> np.ndarray:  # fmt: skip
     """``rgb`` with mask pixels tinted at ``opacity``, clicks as green (positive) or red (negative)
-    dots and boxes as outlines; coordinates are in ``rgb`` pixels."""
+    dots (a white ring, so a negative dot shows on the red mask) and boxes as outlines; coordinates
+    are in ``rgb`` pixels. Markers scale with the picture, so they look alike on screen whatever
+    the image's size."""
     out = rgb.astype(np.float32)
     shown = resize_mask(mask, rgb.shape[:2])
     out[shown] = (1 - opacity) * out[shown] + opacity * MASK_COLOUR
     picture = Image.fromarray(out.round().astype(np.uint8))
     draw = ImageDraw.Draw(picture)
-    radius = max(3, round(max(rgb.shape[:2]) / 120))
+    radius = max(4, round(max(rgb.shape[:2]) / 70))
+    ring = max(1, radius // 3)
     for x, y, positive in points:
         colour = POSITIVE_COLOUR if positive else NEGATIVE_COLOUR
-        draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=colour, outline=(255, 255, 255))
+        draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=colour, outline=(255, 255, 255),
+                     width=ring)  # fmt: skip
     for x0, y0, x1, y1, positive in boxes:
         draw.rectangle((x0, y0, x1, y1), outline=POSITIVE_COLOUR if positive else NEGATIVE_COLOUR, width=2)
     return np.asarray(picture)

@@ -108,15 +108,16 @@ def _run(store: AnnotationStore, run_id: int) -> int:
 
     record = run(store, run_id)
     settings = RetrainSettings(**{**record["settings"], "statuses": tuple(record["settings"]["statuses"])})
-    update_run(store, run_id, status="running", epochs=settings.epochs, message="preparing the training set")
+    update_run(store, run_id, status="running", epochs=settings.epochs, message="loading the model")
     base = next((m for m in store.models() if m["version"] == record["base_version"]), None)
     loaded = _load(settings, base)
     with tempfile.TemporaryDirectory(prefix="translandseg-retrain-") as folder:
+        update_run(store, run_id, message="preparing the training set")
         train_pairs, val_pairs = _materialise(store, run_id, Path(folder))
         if base is not None:
             update_run(store, run_id, message=f"measuring {base['version']} on the validation split")
             update_run(store, run_id, baseline_metrics=evaluate(Predictor(loaded.model), val_pairs))
-        update_run(store, run_id, message="training")
+        update_run(store, run_id, message=f"training epoch 1/{settings.epochs}")
         config = TrainConfig(epochs=settings.epochs, batch_size=settings.batch_size, seed=settings.seed,
                              max_seconds=60 * settings.max_minutes)  # fmt: skip
         work = models_dir(store.path) / f"run-{run_id:04d}"
@@ -165,8 +166,9 @@ def _materialise(store: AnnotationStore, run_id: int, folder: Path) -> Tuple[Lis
 def _report(store: AnnotationStore, run_id: int, record: Dict[str, float], epochs: int) -> None:
     epoch = int(record["epoch"])
     metrics = {k: record[k] for k in ("iou", "f1", "miou")}
+    following = f"training epoch {epoch + 1}/{epochs}" if epoch < epochs else "saving the new version"
     update_run(store, run_id, epoch=epoch, loss=record["loss"], val_metrics=metrics, progress=epoch / epochs,
-               eta_seconds=record["seconds"] * (epochs - epoch))  # fmt: skip
+               eta_seconds=record["seconds"] * (epochs - epoch), message=following)  # fmt: skip
 
 
 def _register(store: AnnotationStore, run_id: int, trained: Path, loaded, metrics: Dict) -> Tuple[int, str]:

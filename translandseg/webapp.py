@@ -8,16 +8,18 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 from functools import partial
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a labeling tool
 import gradio as gr  # noqa: E402
 
-from annotations.exporting import FORMATS, export_training_set  # noqa: E402
+from annotations.accounts import Accounts  # noqa: E402
+from annotations.exporting import FORMATS, describe_export, export_training_set  # noqa: E402
 from annotations.labeling import WHOLE_IMAGE, LabelingSession, Limits, Workspace  # noqa: E402
 from annotations.store import STATUSES  # noqa: E402
 from annotations.training_runs import (  # noqa: E402
@@ -56,6 +58,22 @@ document.addEventListener("keydown", (event) => {
 """
 
 
+CSS = """
+.tls-problem {color: #b91c1c; font-weight: 600; border-left: 4px solid #dc2626; padding-left: 8px}
+.tls-note {color: #92400e; border-left: 4px solid #f59e0b; padding-left: 8px}
+"""
+
+
+def problem(text: str) -> str:
+    """A message that says something was refused or went wrong, drawn in red."""
+    return f'<div class="tls-problem">{text}</div>'
+
+
+def note(text: str) -> str:
+    """A message the analyst should notice (a fallback, unsaved work left), drawn in amber."""
+    return f'<div class="tls-note">{text}</div>'
+
+
 def banner(workspace: Workspace) -> str:
     """The model line above the app: bold when automatic masks are unavailable."""
     model, message = workspace.model, workspace.model_message.replace("\n", " ")
@@ -89,8 +107,9 @@ def open_workspace(args: argparse.Namespace) -> Workspace:
     data_dir = args.data_dir
     embeddings = EmbeddingCache(args.embedding_cache_mb, cache_dir(args.cache_dir) / "embeddings")
     limits = Limits(max_bytes=int(args.max_file_mb * 2**20), max_pixels=args.max_pixels)
+    accounts = Accounts(args.users) if args.users else None
     return Workspace(args.db or data_dir / "labels.db", data_dir / "images", loaded, message, embeddings, limits,
-                     cache_dir=args.cache_dir)  # fmt: skip
+                     cache_dir=args.cache_dir, accounts=accounts)  # fmt: skip
 
 
 # --- handlers: (state, outputs...) in, updates out ------------------------------------------------
@@ -136,7 +155,7 @@ def upload(workspace: Workspace, files, name: str, bands: str, stretch: str, opa
         try:
             added.append(workspace.add_upload(Path(path), uploaded, _annotator(name, request)))
         except USER_ERRORS as error:
-            messages.append(str(error) if str(error).startswith(uploaded) else f"{uploaded}: {error}")
+            messages.append(problem(str(error) if str(error).startswith(uploaded) else f"{uploaded}: {error}"))
     picture = None if session is None else session.picture(opacity)
     if added:  # opening renders the picture once
         first = next((i for i in added if i not in known), added[0])
@@ -165,35 +184,36 @@ def _open_stored(workspace: Workspace, image_id: str, bands: str, stretch: str, 
         new = LabelingSession.open_stored(workspace, image_id, _bands(bands), STRETCHES[stretch])
     except USER_ERRORS as error:
         names = {row["id"]: row["name"] for row in workspace.queue()}
-        return session, *_view(session, opacity, f"Cannot open {names.get(image_id, 'this image')}: {error}")
-    note = ""
+        return session, *_view(session, opacity, problem(f"Cannot open {names.get(image_id, 'this image')}: {error}"))
+    left = ""
     if session is not None and session.unsaved and session.correction.prompts:
-        note = f" (unsaved clicks on {session.name} were left behind)"
+        left = note(f"Unsaved clicks on {session.name} were left behind; it still holds what was last saved.")
     _close(session)
-    return new, *_view(new, opacity, _describe(new) + note)
+    return new, *_view(new, opacity, _describe(new) + left)
 
 
 def click(evt: gr.SelectData, mode: str, opacity: float, session: Optional[LabelingSession]):
     """A click on the picture: a positive or negative SAM point at that full-resolution pixel."""
     if session is None:
-        return None, "Upload or pick an image first."
+        return None, problem("Upload or pick an image first.")
     x, y = session.to_image_pixel(*evt.index)
     start = time.perf_counter()
     try:
         session.correction.click(x, y, positive=mode == "positive")
     except USER_ERRORS as error:
-        return session.picture(opacity), f"Click at pixel ({x}, {y}) not applied: {error}"
+        return session.picture(opacity), problem(f"Click at pixel ({x}, {y}) not applied: {error}")
     milliseconds = (time.perf_counter() - start) * 1000
     where = session.map_coordinates(x, y)
     place = f"pixel ({x}, {y})" + (f" = ({where[0]:.2f}, {where[1]:.2f}) {where[2]}" if where else "")
-    note = f" Note: {session.correction.note}." if session.correction.note else ""
-    return session.picture(opacity), f"{mode.capitalize()} click at {place}: mask updated in {milliseconds:.0f} ms.{note}"
+    done = f"{mode.capitalize()} click at {place}: mask updated in {milliseconds:.0f} ms."
+    fallback = note(f"Note: {session.correction.note}.") if session.correction.note else ""
+    return session.picture(opacity), done + fallback
 
 
 def edit(action: str, opacity: float, session: Optional[LabelingSession]):
     """Undo, redo or reset to the automatic mask."""
     if session is None:
-        return None, "Upload or pick an image first."
+        return None, problem("Upload or pick an image first.")
     try:
         getattr(session.correction, action)()
     except USER_ERRORS as error:
@@ -207,14 +227,18 @@ def save(workspace: Workspace, status: Optional[str], name: str, reason: str, ba
     """Save the mask (with a review status when given); after a review, open the next pending image.
     Returns (session, picture, message, reason): the reason box is emptied once it is stored."""
     if session is None:
-        return session, None, "Upload or pick an image first.", reason
+        return session, None, problem("Upload or pick an image first."), reason
     annotator = _annotator(name, request)
     if not annotator:
-        return session, session.picture(opacity), "Enter your name before saving.", reason
+        return session, session.picture(opacity), problem("Enter your name before saving."), reason
+    if workspace.accounts is not None and not workspace.accounts.may_review(annotator, status):
+        return session, session.picture(opacity), problem(f"Not saved: only reviewers can mark an image {status}; "
+                                                          f"{annotator} is an annotator. Save, or mark it Needs "
+                                                          "work, for a reviewer to decide."), reason  # fmt: skip
     try:
         annotation_id = session.save(annotator, status, reason.strip())
     except USER_ERRORS as error:
-        return session, session.picture(opacity), f"Not saved: {error}", reason
+        return session, session.picture(opacity), problem(f"Not saved: {error}"), reason
     message = f"Saved {session.name} as annotation {annotation_id}" + (f", {status}." if status else ".")
     following = workspace.next_pending(session.image_id) if status else None
     if following is not None and following != session.image_id:
@@ -245,14 +269,15 @@ def rerender(opacity: float, session: Optional[LabelingSession]):
 
 def export(workspace: Workspace, statuses: List[str], formats: List[str]):
     if not statuses or not formats:
-        return None, "Choose at least one status and one format."
+        return None, problem("Choose at least one status and one format.")
     out = Path(tempfile.mkdtemp(prefix="translandseg-export-")) / "translandseg-export"
     try:
         with workspace.store() as store:
-            archive = export_training_set(store, out, formats, statuses, make_zip=True)
+            export_training_set(store, out, formats, statuses)
     except USER_ERRORS as error:
-        return None, f"Nothing exported: {error}"
-    return str(archive), f"Exported {', '.join(formats)} for {', '.join(statuses)} labels."
+        return None, problem(f"Nothing exported: {error}")
+    archive = shutil.make_archive(str(out), "zip", root_dir=out)
+    return archive, f"Exported {', '.join(statuses)} labels: {describe_export(out, formats)}"
 
 
 def model_report(workspace: Workspace) -> str:
@@ -264,10 +289,33 @@ def model_report(workspace: Workspace) -> str:
     if model.adapter is None:
         lines.append("- Adapter: **none** (no automatic masks; clicks use SAM alone)")
     else:
-        metrics = ", ".join(f"{k} {v:.3f}" for k, v in sorted(model.adapter.metrics.items())) or "none recorded"
-        lines += [f"- Adapter: `{model.version}` trained on {_snapshot_words(model.adapter.training_snapshot)}",
-                  f"- Validation metrics: {metrics}"]  # fmt: skip
+        lines.append(f"- Adapter: `{model.version}` trained on {_snapshot_words(model.adapter.training_snapshot)}")
+        lines.append("\n" + metrics_table(model.adapter.metrics) if model.adapter.metrics else "- Metrics: none recorded")
     return "\n".join(lines)
+
+
+METRIC_NAMES = {"iou": "landslide IoU", "f1": "landslide F1", "miou": "mean IoU (landslide, background)",
+                "precision": "precision", "recall": "recall", "oa": "overall accuracy",
+                "harmful_clicks": "share of clicks that lower IoU by more than 0.02",
+                "fallback_clicks": "share of clicks answered by the local fallback"}  # fmt: skip
+
+
+def metric_label(key: str) -> str:
+    """A metric key as words: ``noc85_from_automatic`` → clicks to reach IoU 0.85, from the automatic mask."""
+    name, _, start = key.partition("_from_")
+    if name.startswith("noc") and name[3:].isdigit():
+        text = f"clicks to reach IoU 0.{name[3:]} (NoC@{name[3:]})"
+    elif name.startswith("iou@"):
+        text = f"IoU after {name[4:]} click(s)"
+    else:
+        text = METRIC_NAMES.get(name, name.replace("_", " "))
+    return text + (f", from the {start} mask" if start else "")
+
+
+def metrics_table(metrics: Dict[str, float]) -> str:
+    """Held-out or validation metrics as a Markdown table."""
+    rows = [f"| {metric_label(k)} | {v:.3f} |" for k, v in metrics.items()]
+    return "| metric (held-out images) | value |\n| --- | --- |\n" + "\n".join(rows)
 
 
 def _snapshot_words(snapshot: str) -> str:
@@ -312,16 +360,18 @@ def training_status(workspace: Workspace) -> str:
         run = current_run(store)
     if run is None:
         return "No retraining yet."
+    active = run["status"] in ("queued", "running")
     line = f"Run {run['id']} ({run['snapshot']}): **{run['status']}**"
+    if active and run["message"]:
+        line += f": {run['message']}"  # the phase, from the first second
     if run["epoch"]:
-        line += f", epoch {run['epoch']}/{run['epochs']}, loss {run['loss']:.3f}"
+        line += f"; epoch {run['epoch']}/{run['epochs']} done, loss {run['loss']:.3f}"
         line += "".join(f", val {k} {v:.3f}" for k, v in run["val_metrics"].items())
-    if run["status"] in ("queued", "running"):
-        line += f", about {run['eta_seconds'] / 60:.0f} min left" if run["eta_seconds"] is not None else ""
-        line += f". {run['message'] or ''}"
-    elif run["message"]:
+    if active and run["eta_seconds"] is not None:
+        line += f"; about {run['eta_seconds'] / 60:.0f} min left"
+    elif not active and run["message"]:
         line += f": {run['message']}"
-    return line
+    return line + "."
 
 
 def version_rows(workspace: Workspace) -> List[List[str]]:
@@ -330,7 +380,7 @@ def version_rows(workspace: Workspace) -> List[List[str]]:
     rows = []
     for m in reversed(models):
         metrics = m["metrics"]
-        rows.append([m["version"], "yes" if m["active"] else "", m["created_at"], m["training_snapshot"][:60],
+        rows.append([m["version"], "yes" if m["active"] else "", m["created_at"][:19], _snapshot_words(m["training_snapshot"]),
                      *(f"{metrics[k]:.3f}" if k in metrics else "" for k in ("miou", "iou", "f1"))])  # fmt: skip
     return rows
 
@@ -361,6 +411,7 @@ def _model_tab(workspace: Workspace, name: gr.Textbox) -> None:
     with gr.Row():
         start = gr.Button("Retrain adapter", variant="primary", elem_id="retrain")
         cancel = gr.Button("Cancel retraining", elem_id="cancel-retrain")
+    outcome = gr.Markdown(elem_id="retrain-outcome")  # a refusal or a start, right under the buttons
     with workspace.store() as store:
         auto = gr.Checkbox(auto_activate(store), label="Activate a new version automatically when its validation "
                            "mIoU beats the active version's")  # fmt: skip
@@ -370,7 +421,6 @@ def _model_tab(workspace: Workspace, name: gr.Textbox) -> None:
     with gr.Row():
         pick = gr.Dropdown([r[0] for r in rows], label="Version", allow_custom_value=False)
         activate_button = gr.Button("Activate / roll back to this version")
-    outcome = gr.Markdown()
     start.click(partial(retrain, workspace), [name, statuses, epochs, minutes], outcome, api_name="retrain")
     cancel.click(partial(cancel_retraining, workspace), None, outcome, api_name="cancel-retrain")
     auto.input(partial(set_auto, workspace), auto, None, api_name=False)
@@ -403,7 +453,7 @@ def _close(session: Optional[LabelingSession]) -> None:
 
 
 def build_ui(workspace: Workspace) -> gr.Blocks:
-    with gr.Blocks(title="translandseg") as demo:
+    with gr.Blocks(title="translandseg", css=CSS) as demo:
         gr.Markdown("# translandseg\nLandslide labeling with TransLandSeg automatic masks and SAM click corrections.")
         gr.Markdown(banner(workspace), elem_id="model-banner")
         session = gr.State(None)
@@ -434,13 +484,15 @@ def build_ui(workspace: Workspace) -> gr.Blocks:
                         undo = gr.Button("Undo (z)", elem_id="undo")
                         redo = gr.Button("Redo (y)", elem_id="redo")
                         reset = gr.Button("Reset to automatic", elem_id="reset")
+                with gr.Column(scale=1, min_width=240):  # review beside the canvas, never below the fold
                     info = gr.Markdown(elem_id="info")
                     with gr.Row():
-                        save_button = gr.Button("Save", variant="primary", elem_id="save")
-                        accept = gr.Button("Accept", elem_id="accept")
-                        needs_work = gr.Button("Needs work", elem_id="needs-work")
-                        reject = gr.Button("Reject", variant="stop", elem_id="reject")
-                    reason = gr.Textbox(label="Reason (needed to reject)", elem_id="reason")
+                        save_button = gr.Button("Save", variant="primary", elem_id="save", min_width=100)
+                        accept = gr.Button("Accept", elem_id="accept", min_width=100)
+                    with gr.Row():
+                        needs_work = gr.Button("Needs work", elem_id="needs-work", min_width=100)
+                        reject = gr.Button("Reject", variant="stop", elem_id="reject", min_width=100)
+                    reason = gr.Textbox(label="Reason (needed to reject)", elem_id="reason", lines=2)
         with gr.Tab("Export"):
             statuses = gr.CheckboxGroup(list(STATUSES), value=["accepted"], label="Latest review status")
             formats = gr.CheckboxGroup(list(FORMATS), value=list(FORMATS), label="Formats")
@@ -504,7 +556,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max-file-mb", type=float, default=1024, help="largest upload accepted")
     parser.add_argument("--max-pixels", type=int, default=100_000_000, help="largest image accepted, in pixels")
     parser.add_argument("--embedding-cache-mb", type=float, default=512, help="embeddings kept in memory")
-    parser.add_argument("--auth", help="USER:PASSWORD to require a login (the user name is recorded)")
+    parser.add_argument("--auth", help="USER:PASSWORD to require one shared login (the user name is recorded)")
+    parser.add_argument("--users", type=Path, help="users file of logins with roles (translandseg add-user); "
+                        "only reviewers may accept or reject")  # fmt: skip
     args = parser.parse_args(argv)
     args.data_dir = args.data_dir or (args.db.parent if args.db else default_data_dir())  # uploads beside the store
     return args
@@ -515,6 +569,6 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     workspace = open_workspace(args)
     log.info("label store: %s", workspace.db_path)
-    auth = tuple(args.auth.split(":", 1)) if args.auth else None
+    auth = workspace.accounts.login if workspace.accounts else (tuple(args.auth.split(":", 1)) if args.auth else None)
     build_ui(workspace).queue().launch(server_name=args.host, server_port=args.port, auth=auth, head=SHORTCUTS,
                                        max_file_size=int(args.max_file_mb * 2**20))  # fmt: skip
