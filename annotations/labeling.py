@@ -173,6 +173,7 @@ class LabelingSession:
         self._saved = saved  # (annotation id, what was saved) of the latest saved state
         self.message = message
         self.revision = revision  # the store's label of this image that the session builds on
+        self.reviewed: Optional[str] = None  # the review status the last successful save gave
         self.quicklook, _ = image.quicklook(QUICKLOOK_SIDE)
         self.view: WindowBox = (0, 0, image.width, image.height)  # the part shown
         self._backdrop = self.quicklook
@@ -288,11 +289,13 @@ class LabelingSession:
         """Save the current mask with its prompts (and review it) in one transaction; an unchanged
         mask is not saved twice, only reviewed. Returns the annotation id. Refused (``StaleWrite``)
         when another session saved or reviewed this image after this one opened it."""
+        self.reviewed = None
         with self.workspace.store() as store:
             if not self.unsaved:
                 if review is not None:
                     review_id = store.review(self._saved[0], review, annotator, reason, based_on=self.revision)
                     self.revision = Revision(self._saved[0], review_id)
+                self.reviewed = review
                 return self._saved[0]
             source = "corrected" if self.correction.prompts else ("automatic" if self.prediction_id else "manual")
             annotation_id = store.save_annotation(
@@ -302,6 +305,7 @@ class LabelingSession:
             )  # fmt: skip
             self.revision = store.saved_revision(annotation_id)
         self._saved = (annotation_id, _fingerprint(self.correction))
+        self.reviewed = review
         return annotation_id
 
     def close(self) -> None:
@@ -327,7 +331,7 @@ def _automatic_mask(workspace: Workspace, image_id: str, image: RasterImage):
     model = workspace.model
     if model is None or model.version is None:
         return None, None, np.zeros((image.height, image.width), bool), "No automatic mask: " + workspace.model_message
-    mask = Predictor(model.model).predict_mask(image)
+    mask = Predictor(model.model).predict_mask(image, progress=True)  # the app shows tqdm as a progress bar
     with workspace.store() as store:
         prediction_id = store.add_prediction(image_id, mask, model.version)
     return prediction_id, model.version, mask, f"Automatic mask by {model.version}."

@@ -73,12 +73,14 @@ def test_save_review_and_next_then_reopen_restores_mask_and_prompts(workspace, s
     webapp.click(select(45, 40), "positive", 0.5, session)
     clicked_mask = session.mask.copy()
     first_id = session.image_id
-    *_, info, _ = webapp.save(workspace, "accepted", "", "", "", STRETCH, 0.5, session)
+    *_, info, _ = webapp.save(workspace, "accepted", "", "", 0.5, session)
     assert "Enter your name" in info
-    *_, info, _ = webapp.save(workspace, "rejected", "ana", "", "", STRETCH, 0.5, session)
+    *_, info, _ = webapp.save(workspace, "rejected", "ana", "", 0.5, session)
     assert "Not saved" in info and "reason" in info
-    session, _, info, reason = webapp.save(workspace, "accepted", "ana", "", "", STRETCH, 0.5, session)
-    assert "accepted" in info and "Next: **scene1.tif**" in info and session.image_id != first_id
+    _, info, reason = webapp.save(workspace, "accepted", "ana", "", 0.5, session)
+    assert info.endswith("accepted.") and reason == ""
+    session, _, info = webapp.open_next(workspace, info, "", STRETCH, 0.5, session)
+    assert "accepted. Next: **scene1.tif**" in info and session.image_id != first_id
     queue = webapp.queue_rows(workspace)
     assert queue[-1][:3] == ["scene0.tif", "accepted", "ana"] and queue[0][1] == "unlabelled"  # waiting work first
     with AnnotationStore(workspace.db_path) as store:
@@ -96,7 +98,7 @@ def test_save_review_and_next_then_reopen_restores_mask_and_prompts(workspace, s
 def test_export_tab_offers_a_zip(workspace, scenes):
     session, *_ = webapp.upload(workspace, [str(scenes[0])], "ana", "", STRETCH, 0.5, None)
     assert webapp.export(workspace, ["accepted"], ["png"])[0] is None  # nothing accepted yet
-    webapp.save(workspace, "accepted", "ana", "", "", STRETCH, 0.5, session)
+    webapp.save(workspace, "accepted", "ana", "", 0.5, session)
     archive, info = webapp.export(workspace, ["accepted"], ["png", "geojson"])
     names = zipfile.ZipFile(archive).namelist()
     assert "Exported" in info and any(n.endswith("manifest.csv") for n in names)
@@ -105,7 +107,7 @@ def test_export_tab_offers_a_zip(workspace, scenes):
 
 def test_bad_uploads_get_clear_messages_and_lose_nothing(workspace, scenes, tmp_path, adapter, tiny_sam_checkpoint):
     session, *_ = webapp.upload(workspace, [str(scenes[0])], "ana", "", STRETCH, 0.5, None)
-    webapp.save(workspace, "accepted", "ana", "", "", STRETCH, 0.5, session)
+    webapp.save(workspace, "accepted", "ana", "", 0.5, session)
     (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "notes.txt").write_text("not an image")
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "whole.png")
@@ -156,7 +158,7 @@ def test_sam_without_adapter_gives_clicks_but_no_automatic_mask(tmp_path, scenes
     assert "No automatic mask" in info
     _, info = webapp.click(select(10, 10), "positive", 0.5, session)
     assert "mask updated" in info
-    *_, info, _ = webapp.save(workspace, None, "ana", "", "", STRETCH, 0.5, session)
+    *_, info, _ = webapp.save(workspace, None, "ana", "", 0.5, session)
     with AnnotationStore(workspace.db_path) as store:
         assert store.latest_annotation(session.image_id).source == "corrected"
 
@@ -196,7 +198,7 @@ def test_a_real_bijie_image_through_the_app(workspace, samples):
     scale = session.quicklook.shape[1] / session.image.width
     _, info = webapp.click(select(int(x * scale), int(y * scale)), "positive", 0.5, session)
     assert "mask updated" in info and session.mask.shape == label.shape
-    webapp.save(workspace, "accepted", "ana", "", "", STRETCH, 0.5, session)
+    webapp.save(workspace, "accepted", "ana", "", 0.5, session)
     archive, _ = webapp.export(workspace, ["accepted"], ["png"])
     with zipfile.ZipFile(archive) as z:
         (name,) = [n for n in z.namelist() if "/label/" in n and n.endswith(".png")]
@@ -228,28 +230,28 @@ def test_two_analysts_on_one_image_a_stale_save_is_refused_and_nothing_is_lost(w
     second, *_ = webapp.open_from_queue(workspace, gr.SelectData(None, {"index": [0, 0], "value": "", "row_value": row}),
                                         "", STRETCH, 0.5, None)  # fmt: skip
     assert second.image_id == first.image_id
-    webapp.save(workspace, "accepted", "ana", "", "", STRETCH, 0.5, first)
+    webapp.save(workspace, "accepted", "ana", "", 0.5, first)
     webapp.click(select(45, 40), "positive", 0.5, second)
-    kept, _, info, _ = webapp.save(workspace, None, "bob", "", "", STRETCH, 0.5, second)
-    assert kept is second and "tls-problem" in info and "Not saved: ana saved a new mask marked accepted at" in info
+    _, info, _ = webapp.save(workspace, None, "bob", "", 0.5, second)
+    assert webapp.open_next(workspace, info, "", STRETCH, 0.5, second)[0] is second  # refused: it stays open
+    assert "tls-problem" in info and "Not saved: ana saved a new mask marked accepted at" in info
     with AnnotationStore(workspace.db_path) as store:
         latest = store.latest_annotation(first.image_id)
         assert (latest.status, latest.annotator) == ("accepted", "ana") and store.db["annotations"].count == 1
     reopened, *_ = webapp.open_from_queue(workspace, gr.SelectData(None, {"index": [0, 0], "value": "",
                                           "row_value": row}), "", STRETCH, 0.5, second)  # fmt: skip
     webapp.click(select(45, 40), "positive", 0.5, reopened)
-    *_, info, _ = webapp.save(workspace, "needs-work", "bob", "", "", STRETCH, 0.5, reopened)
+    *_, info, _ = webapp.save(workspace, "needs-work", "bob", "", 0.5, reopened)
     assert info.startswith("Saved scene0.tif")  # built on the accepted version: allowed
 
 
 def test_a_rejection_reason_is_cleared_once_stored(workspace, scenes):
     session, *_ = webapp.upload(workspace, [str(s) for s in scenes], "ana", "", STRETCH, 0.5, None)
-    *_, info, reason = webapp.save(workspace, "rejected", "ana", "   ", "", STRETCH, 0.5, session)
+    *_, info, reason = webapp.save(workspace, "rejected", "ana", "   ", 0.5, session)
     assert "Not saved" in info and reason == "   "  # refused: what was typed stays
-    session, _, info, reason = webapp.save(workspace, "rejected", "ana", "Road cut, not a landslide", "", STRETCH, 0.5,
-                                           session)  # fmt: skip
+    _, info, reason = webapp.save(workspace, "rejected", "ana", "Road cut, not a landslide", 0.5, session)
     assert "rejected" in info and reason == ""
-    webapp.save(workspace, "accepted", "ana", reason, "", STRETCH, 0.5, session)
+    webapp.save(workspace, "accepted", "ana", reason, 0.5, session)
     with AnnotationStore(workspace.db_path) as store:
         reasons = [r["reason"] for r in store.db["reviews"].rows_where(order_by="id")]
     assert reasons == ["Road cut, not a landslide", ""]
@@ -259,7 +261,7 @@ def test_uploading_again_opens_the_first_new_image_and_the_queue_filters(workspa
     webapp.upload(workspace, [str(scenes[0])], "ana", "", STRETCH, 0.5, None)
     session, _, info = webapp.upload(workspace, [str(scenes[0]), str(scenes[1])], "ana", "", STRETCH, 0.5, None)
     assert session.name == "scene1.tif" and "**scene1.tif**" in info
-    webapp.save(workspace, "accepted", "ana", "", "", STRETCH, 0.5, session)
+    webapp.save(workspace, "accepted", "ana", "", 0.5, session)
     assert [r[0] for r in webapp.queue_rows(workspace, "accepted")] == ["scene1.tif"]
     assert [r[0] for r in webapp.queue_rows(workspace, "unlabelled")] == ["scene0.tif"]
     assert [r[0] for r in webapp.queue_rows(workspace)] == ["scene0.tif", "scene1.tif"]
@@ -288,7 +290,7 @@ def test_the_model_tab_reads_as_words_and_export_counts_each_format(workspace, t
     Image.fromarray(np.random.default_rng(4).integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(tmp_path / "p.png")
     session, *_ = webapp.upload(workspace, [str(tmp_path / "p.png")], "ana", "", STRETCH, 0.5, None)
     webapp.click(select(25, 20), "positive", 0.5, session)
-    webapp.save(workspace, "accepted", "ana", "", "", STRETCH, 0.5, session)
+    webapp.save(workspace, "accepted", "ana", "", 0.5, session)
     archive, info = webapp.export(workspace, ["accepted"], ["png", "geojson", "coco"])
     assert zipfile.is_zipfile(archive) and "1 image(s)" in info and "PNG: 1 image/label pairs" in info
     assert "GeoJSON: 0 landslide polygons from 0 georeferenced image(s) (empty: no exported image has a CRS" in info
@@ -310,11 +312,11 @@ def test_with_accounts_only_reviewers_accept_or_reject(tmp_path, adapter, tiny_s
     workspace = webapp.open_workspace(app_args(tmp_path, adapter, tiny_sam_checkpoint, "--users", str(users)))
     ana, rev = gr.Request(username="ana"), gr.Request(username="rev")
     session, *_ = webapp.upload(workspace, [str(scenes[0])], "", "", STRETCH, 0.5, None, ana)
-    *_, info, _ = webapp.save(workspace, "accepted", "typed-name", "", "", STRETCH, 0.5, session, ana)
+    *_, info, _ = webapp.save(workspace, "accepted", "typed-name", "", 0.5, session, ana)
     assert "only reviewers can mark an image accepted; ana is an annotator" in info
-    *_, info, _ = webapp.save(workspace, "needs-work", "", "", "", STRETCH, 0.5, session, ana)
+    *_, info, _ = webapp.save(workspace, "needs-work", "", "", 0.5, session, ana)
     assert "needs-work" in info
-    *_, info, _ = webapp.save(workspace, "accepted", "", "", "", STRETCH, 0.5, session, rev)
+    *_, info, _ = webapp.save(workspace, "accepted", "", "", 0.5, session, rev)
     assert "accepted" in info and "Not saved" not in info
     with AnnotationStore(workspace.db_path) as store:
         statuses = [(r["status"], r["reviewer"]) for r in store.db["reviews"].rows_where(order_by="id")]

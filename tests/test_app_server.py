@@ -73,7 +73,7 @@ def test_api_upload_accept_and_export(server, scene):
     client = Client(url, verbose=False)
     picture, info = client.predict([handle_file(str(scene))], "api-user", "", "2-98 %", 0.5, api_name="/upload")
     assert Path(picture).is_file() and "**hillside.tif**" in info and "Automatic mask by adapter-" in info
-    _, info, _ = client.predict("api-user", "", "", "2-98 %", 0.5, api_name="/accepted")
+    _, info, _ = client.predict("api-user", "", 0.5, api_name="/accepted")
     assert "Saved hillside.tif" in info and "accepted" in info
     archive, info = client.predict(["accepted"], ["geotiff", "geojson"], api_name="/export")
     assert archive.endswith(".zip") and "Exported" in info
@@ -133,7 +133,7 @@ def test_browser_queue_opens_images_reasons_clear_and_uploads_do_not_repeat(serv
             page.locator("#upload input[type=file]").set_input_files([str(first), str(second)])
             info.get_by_text("1 more image(s) added to the queue").wait_for(timeout=60_000)
             page.locator("#upload").get_by_text("queue-second.tif").wait_for(state="detached", timeout=30_000)
-            page.locator("#queue").get_by_text("queue-second.tif").click()  # the queue opens what is clicked
+            page.locator("#queue span.text", has_text="queue-second.tif").first.click()  # the queue opens it
             info.get_by_text("queue-second.tif: 120x90 px").wait_for(timeout=60_000)
             for button in ("#reject", "#accept"):  # the review buttons are in view beside the canvas
                 box = page.locator(button).bounding_box()
@@ -145,12 +145,14 @@ def test_browser_queue_opens_images_reasons_clear_and_uploads_do_not_repeat(serv
             page.wait_for_function("document.querySelector('#reason textarea').value === ''", timeout=30_000)
             page.wait_for_function("document.querySelector('#click-mode input[value=\"positive\"]').checked",
                                    timeout=30_000)  # fmt: skip
+            page.locator("#queue span.text", has_text="queue-first.tif").first.click()
+            info.get_by_text("queue-first.tif: 120x90 px").wait_for(timeout=60_000)
             page.locator("#accept").click()
             info.get_by_text("Saved queue-first.tif").wait_for(timeout=60_000)
             other = browser.new_page(viewport={"width": 1400, "height": 900})  # a second analyst, fresh page
             other.goto(url)
-            other.locator("#queue").get_by_text("queue-first.tif").wait_for(timeout=30_000)
-            other.locator("#queue").get_by_text("queue-second.tif").wait_for(timeout=30_000)
+            other.locator("#queue span.text", has_text="queue-first.tif").first.wait_for(timeout=30_000)
+            other.locator("#queue span.text", has_text="queue-second.tif").first.wait_for(timeout=30_000)
         finally:
             page.screenshot(path=str(ARTIFACTS / "browser_queue_review.png"), full_page=True)
             browser.close()

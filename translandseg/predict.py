@@ -85,14 +85,14 @@ class Predictor:
         self.predict_windows(read, height, width, write)
         return out
 
-    def predict_mask(self, image: RasterImage) -> np.ndarray:
-        """Landslide mask (H, W) bool of a whole raster, predicted tile by tile."""
+    def predict_mask(self, image: RasterImage, progress: bool = False) -> np.ndarray:
+        """Landslide mask (H, W) bool of a whole raster, predicted tile by tile (with a tqdm bar)."""
         mask = np.zeros((image.height, image.width), bool)
 
         def write(w: Window, prob: np.ndarray):
             mask[w.toslices()] = prob > 0.5
 
-        self.predict_windows(image.read, image.height, image.width, write)
+        self.predict_windows(image.read, image.height, image.width, write, progress)
         return mask
 
     def predict_windows(self, read: ReadWindow, height: int, width: int, write: WriteWindow,

@@ -44,6 +44,7 @@ STRETCHES = {"2-98 %": (2.0, 98.0), "0.5-99.5 %": (0.5, 99.5), "min-max": (0.0, 
 QUEUE_COLUMNS = ["name", "status", "labelled by", "id"]
 QUEUE_ORDER = ("unlabelled", "pending", "needs-work", "rejected", "accepted")  # what waits comes first
 ALL_IMAGES = "all images"
+TILE_PROGRESS = gr.Progress(track_tqdm=True)  # handlers that open images show the automatic mask's tiles
 SHORTCUTS = """
 <script>
 document.addEventListener("keydown", (event) => {
@@ -142,7 +143,8 @@ def _describe(session: LabelingSession) -> str:
 
 
 def upload(workspace: Workspace, files, name: str, bands: str, stretch: str, opacity: float,
-           session: Optional[LabelingSession], request: gr.Request = None):  # fmt: skip
+           session: Optional[LabelingSession], request: gr.Request = None,
+           progress=TILE_PROGRESS):  # fmt: skip
     """Register uploaded images in the store; open the first new one that can be read (else the
     first one already stored)."""
     files = [files] if isinstance(files, (str, Path)) else list(files or [])
@@ -222,33 +224,38 @@ def edit(action: str, opacity: float, session: Optional[LabelingSession]):
     return session.picture(opacity), f"{done}; {len(session.correction.prompts)} click(s) in effect."
 
 
-def save(workspace: Workspace, status: Optional[str], name: str, reason: str, bands: str, stretch: str,
-         opacity: float, session: Optional[LabelingSession], request: gr.Request = None):  # fmt: skip
-    """Save the mask (with a review status when given); after a review, open the next pending image.
-    Returns (session, picture, message, reason): the reason box is emptied once it is stored."""
+def save(workspace: Workspace, status: Optional[str], name: str, reason: str, opacity: float,
+         session: Optional[LabelingSession], request: gr.Request = None):  # fmt: skip
+    """Save the mask (with a review status when given). Needs no model, so it never waits behind
+    another session's model work; ``open_next`` follows a review. Returns (picture, message,
+    reason): the reason box is emptied once it is stored."""
     if session is None:
-        return session, None, problem("Upload or pick an image first."), reason
+        return None, problem("Upload or pick an image first."), reason
     annotator = _annotator(name, request)
     if not annotator:
-        return session, session.picture(opacity), problem("Enter your name before saving."), reason
+        return session.picture(opacity), problem("Enter your name before saving."), reason
     if workspace.accounts is not None and not workspace.accounts.may_review(annotator, status):
-        return session, session.picture(opacity), problem(f"Not saved: only reviewers can mark an image {status}; "
-                                                          f"{annotator} is an annotator. Save, or mark it Needs "
-                                                          "work, for a reviewer to decide."), reason  # fmt: skip
+        return session.picture(opacity), problem(f"Not saved: only reviewers can mark an image {status}; "
+                                                 f"{annotator} is an annotator. Save, or mark it Needs "
+                                                 "work, for a reviewer to decide."), reason  # fmt: skip
     try:
         annotation_id = session.save(annotator, status, reason.strip())
     except USER_ERRORS as error:
-        return session, session.picture(opacity), problem(f"Not saved: {error}"), reason
-    message = f"Saved {session.name} as annotation {annotation_id}" + (f", {status}." if status else ".")
-    following = workspace.next_pending(session.image_id) if status else None
-    if following is not None and following != session.image_id:
-        session, picture, opened = _open_stored(workspace, following, bands, stretch, opacity, session)
-        message += f" Next: {opened}"
-    else:
-        picture = session.picture(opacity)
-        if status:
-            message += " No image is waiting for review."
-    return session, picture, message, ""
+        return session.picture(opacity), problem(f"Not saved: {error}"), reason
+    return session.picture(opacity), f"Saved {session.name} as annotation {annotation_id}" + (
+        f", {status}." if status else "."), ""
+
+
+def open_next(workspace: Workspace, message: str, bands: str, stretch: str, opacity: float,
+              session: Optional[LabelingSession], progress=TILE_PROGRESS):  # fmt: skip
+    """After a stored review, open the next pending image (its automatic mask is model work)."""
+    if session is None or session.unsaved or session.reviewed is None:
+        return session, gr.skip(), gr.skip()
+    following = workspace.next_pending(session.image_id)
+    if following is None or following == session.image_id:
+        return session, gr.skip(), message + " No image is waiting for review."
+    session, picture, opened = _open_stored(workspace, following, bands, stretch, opacity, session)
+    return session, picture, f"{message} Next: {opened}"
 
 
 def view_choices(session: Optional[LabelingSession]):
@@ -502,7 +509,8 @@ def build_ui(workspace: Workspace) -> gr.Blocks:
         with gr.Tab("Model"):
             _model_tab(workspace, name)
 
-        def open_row(evt: gr.SelectData, bands: str, stretch: str, opacity: float, session):
+        def open_row(evt: gr.SelectData, bands: str, stretch: str, opacity: float, session,
+                     progress=TILE_PROGRESS):  # fmt: skip
             return open_from_queue(workspace, evt, bands, stretch, opacity, session)
 
         view = [session, picture, info]
@@ -519,16 +527,19 @@ def build_ui(workspace: Workspace) -> gr.Blocks:
                        concurrency_limit=4)  # fmt: skip
         for button, action in ((undo, "undo"), (redo, "redo"), (reset, "reset")):
             button.click(partial(edit, action), [opacity, session], [picture, info], api_name=action)
-        saved = []
         for button, status in ((save_button, None), (accept, "accepted"), (needs_work, "needs-work"),
                                (reject, "rejected")):  # fmt: skip
-            event = button.click(partial(save, workspace, status), [name, reason, bands, stretch, opacity, session],
-                                 [*view, reason], api_name=status or "save", **model_work)  # fmt: skip
-            (saved if status is None else opened).append(event)
+            event = button.click(partial(save, workspace, status), [name, reason, opacity, session],
+                                 [picture, info, reason], api_name=status or "save", concurrency_id="store",
+                                 concurrency_limit=8)  # fmt: skip
+            event.then(partial(queue_rows, workspace), queue_filter, queue, api_name=False)
+            if status is not None:
+                opened.append(event.then(partial(open_next, workspace), [info, bands, stretch, opacity, session],
+                                         view, api_name=False, **model_work))  # fmt: skip
         for event in opened:  # a new image may be open: whole view, positive clicks, fresh queue
             event.then(view_choices, session, view_picker, api_name=False).then(
                 lambda: "positive", None, mode, api_name=False)
-        for event in (*opened, *saved):
+        for event in opened:
             event.then(partial(queue_rows, workspace), queue_filter, queue, api_name=False)
         queue_filter.input(partial(queue_rows, workspace), queue_filter, queue, api_name=False)
         demo.load(partial(queue_rows, workspace), queue_filter, queue, api_name=False)  # every new browser session
