@@ -139,6 +139,10 @@ def test_browser_queue_opens_images_reasons_clear_and_uploads_do_not_repeat(serv
                 box = page.locator(button).bounding_box()
                 assert box["y"] + box["height"] <= 900, button
             page.locator('#click-mode input[value="negative"]').check()
+            page.locator("#reject").click()  # no reason: refused, in red
+            refusal = info.locator(".tls-problem")
+            refusal.get_by_text("a rejection needs a reason").wait_for(timeout=30_000)
+            assert refusal.evaluate("e => getComputedStyle(e).color") == "rgb(185, 28, 28)"
             page.locator("#reason textarea").fill("Road cut, not a landslide")
             page.locator("#reject").click()
             info.get_by_text("rejected. Next:").wait_for(timeout=60_000)

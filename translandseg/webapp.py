@@ -460,7 +460,7 @@ def _close(session: Optional[LabelingSession]) -> None:
 
 
 def build_ui(workspace: Workspace) -> gr.Blocks:
-    with gr.Blocks(title="translandseg", css=CSS) as demo:
+    with gr.Blocks(title="translandseg") as demo:
         gr.Markdown("# translandseg\nLandslide labeling with TransLandSeg automatic masks and SAM click corrections.")
         gr.Markdown(banner(workspace), elem_id="model-banner")
         session = gr.State(None)
@@ -581,5 +581,5 @@ def main(argv=None) -> None:
     workspace = open_workspace(args)
     log.info("label store: %s", workspace.db_path)
     auth = workspace.accounts.login if workspace.accounts else (tuple(args.auth.split(":", 1)) if args.auth else None)
-    build_ui(workspace).queue().launch(server_name=args.host, server_port=args.port, auth=auth, head=SHORTCUTS,
+    build_ui(workspace).queue().launch(server_name=args.host, server_port=args.port, auth=auth, head=SHORTCUTS, css=CSS,
                                        max_file_size=int(args.max_file_mb * 2**20))  # fmt: skip

@@ -1,0 +1,119 @@
+"""Clicks on real held-out landslides with the shipped default model: each moves the mask toward
+the label, touches only the region it refines, and can be replayed exactly.
+
+The images are the held-out part of ``held_out_split`` (nothing trains or selects on them); the
+clicks are simulated as in ``bench/bench_clicks.py`` (the deepest pixel of the larger error).
+"""
+
+import numpy as np
+import pytest
+
+from annotations import AnnotationStore, session_prompts, stored_prompts
+from conftest import write_geotiff
+from translandseg.data import load_pair
+from translandseg.default_model import DEFAULT_ADAPTER, held_out_split
+from translandseg.interactive.correction import CorrectionError, CorrectionSession
+from translandseg.interactive.embedding_cache import EmbeddingCache
+from translandseg.interactive.evaluation import mask_iou
+from translandseg.interactive.prompting import PointPrompter
+from translandseg.interactive.refinement import PointClick, click_region
+from translandseg.interactive.simulation import interior_depth, next_click
+from translandseg.loading import load_model
+from translandseg.predict import Predictor
+from translandseg.raster import RasterImage
+
+CLICKS = 5
+
+
+@pytest.fixture(scope="module")
+def default():
+    return load_model("lite", adapter=DEFAULT_ADAPTER)
+
+
+@pytest.fixture(scope="module")
+def prompter(default):
+    return PointPrompter(default.model, default.prompt_decoder, default.prompt_model_id, EmbeddingCache(512))
+
+
+@pytest.fixture(scope="module")
+def scenes(samples, default):
+    """(pair, rgb-free label, valid, automatic mask) of the held-out Bijie images (a few seconds each)."""
+    _, held_out = held_out_split(samples)
+    chosen = [p for p in held_out if p.name.startswith("bijie/")]
+    chosen += [p for p in held_out if p.name.startswith("bijie-upscaled/")][:2]
+    predictor = Predictor(default.model)
+    out = []
+    for pair in chosen:
+        _, valid, label = load_pair(pair)
+        with RasterImage(pair.image) as image:
+            out.append((pair, label, valid, predictor.predict_mask(image)))
+    return out
+
+
+def test_a_positive_click_inside_a_missed_part_raises_iou(scenes, prompter):
+    gains = []
+    for pair, label, valid, automatic in scenes:
+        missed = label & ~automatic & valid
+        depth, row, col = interior_depth(missed)
+        if depth < 2:
+            continue  # nothing missed that a click could land inside
+        with RasterImage(pair.image) as image:
+            session = CorrectionSession(image, pair.name, automatic, prompter)
+            before = mask_iou(session.mask & valid, label)
+            session.click(col + 0.5, row + 0.5, True)
+            gains.append(mask_iou(session.mask & valid, label) - before)
+    assert len(gains) >= 3 and np.mean(gains) > 0.01 and min(gains) > -0.02, gains
+
+
+def test_a_negative_click_on_a_false_alarm_removes_no_labelled_pixel_outside_its_region(scenes, prompter):
+    tried = 0
+    for pair, label, valid, automatic in scenes:
+        depth, row, col = interior_depth(automatic & ~label & valid)
+        if depth < 2:
+            continue
+        tried += 1
+        region, (left, top, width, height) = click_region(automatic, PointClick(col, row, False), 4096)
+        outside = np.ones_like(automatic)
+        outside[top : top + height, left : left + width] = ~region
+        with RasterImage(pair.image) as image:
+            session = CorrectionSession(image, pair.name, automatic, prompter)
+            session.click(col + 0.5, row + 0.5, False)
+        assert np.array_equal(session.mask[outside], automatic[outside]), pair.name  # only its region changes
+        assert not session.mask[row, col]
+    assert tried >= 2
+
+
+def test_every_clicked_pixel_ends_with_its_label_and_replay_is_exact(scenes, prompter, tmp_path):
+    for pair, label, valid, automatic in scenes:
+        with RasterImage(pair.image) as image:
+            session = CorrectionSession(image, pair.name, automatic, prompter)
+            for _ in range(CLICKS):
+                click = next_click(session.mask, label, valid)
+                if click is None:
+                    break
+                session.click(click.x + 0.5, click.y + 0.5, click.positive)
+                assert session.mask[click.y, click.x] == click.positive, (pair.name, click, session.note)
+            with AnnotationStore(tmp_path / "labels.db") as store:
+                image_id = store.add_image(pair.image)
+                saved = store.save_annotation(image_id, session.mask, "corrected", "ana", stored_prompts(session.prompts))
+                prompts = session_prompts(store.prompts(saved))
+            again = CorrectionSession(image, pair.name, automatic, prompter)
+            assert np.array_equal(again.replay(prompts), session.mask), pair.name
+
+
+def test_clicks_on_nodata_or_off_the_image_say_why_and_change_nothing(samples, prompter, tmp_path):
+    _, held_out = held_out_split(samples)
+    pair = next(p for p in held_out if p.name.startswith("bijie/"))
+    rgb, _, label = load_pair(pair)
+    data = np.moveaxis(rgb, 2, 0).copy()
+    data[data == 0] = 1
+    data[:, :, :20] = 0  # a nodata strip along the left edge
+    scene = write_geotiff(tmp_path / "strip.tif", data, nodata=0)
+    with RasterImage(scene) as image:
+        automatic = label.copy()
+        session = CorrectionSession(image, "strip", automatic, prompter)
+        with pytest.raises(CorrectionError, match="nodata"):
+            session.click(5, label.shape[0] // 2, True)
+        with pytest.raises(CorrectionError, match="off the image"):
+            session.click(label.shape[1] + 3, 5, True)
+        assert session.prompts == () and np.array_equal(session.mask, automatic)
