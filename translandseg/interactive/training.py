@@ -7,7 +7,9 @@ mask of the frame or empty (``automatic_share`` of the time the former), then 1 
 ``max_clicks`` clicks follow (a random number, as RITM's iterative training), each drawn at
 random in the larger error and planned, prompted and merged exactly as the engine does
 (``refinement.plan``, ``PointPrompter.mask_input``, ``refinement.merged``). Every answer is
-scored against the frame's label with the paper's BCE + IoU loss.
+scored against the frame's label with the paper's BCE + IoU loss, plus ``click_weight`` times a
+BCE at the clicked pixels against their labels: a decoder that copies its ``mask_input`` and
+ignores a click is what leaves the engine to fall back on a disk.
 """
 
 from dataclasses import dataclass
@@ -36,6 +38,7 @@ class ClickTrainConfig:
     lr: float = 1e-4
     weight_decay: float = 0.01
     accumulate: int = 4  # sequences per optimiser step
+    click_weight: float = 1.0  # of the BCE at the clicked pixels
     seed: int = 42
     max_steps: Optional[int] = None  # stop early (a smoke run)
 
@@ -136,13 +139,24 @@ def play(prompter: PointPrompter, frame: ClickFrame, config: ClickTrainConfig, r
         prompt = SamPrompt(refinement.points, refinement.labels, mask_input=prompter.mask_input(mask))
         low_res, _ = prompter.logits(frame.embedding, mask.shape, prompt)
         size = prompter.model.image_size
-        loss = bce_iou_loss(F.interpolate(low_res, (size, size), mode="bilinear", align_corners=False), target)
+        logits = F.interpolate(low_res, (size, size), mode="bilinear", align_corners=False)
+        loss = bce_iou_loss(logits, target) + config.click_weight * _click_loss(prompter, logits, prompt, mask.shape)
         (loss * scale).backward()
         losses.append(loss.item())
         answer = prompter.to_window(low_res.detach(), mask.shape) & frame.valid
         mask, _ = merged(mask, refinement, answer, click, frame.valid, prompter.output_side)
         clicks.append(click)
     return float(np.mean(losses)) if losses else 0.0
+
+
+def _click_loss(prompter: PointPrompter, logits: torch.Tensor, prompt: SamPrompt, window_shape) -> torch.Tensor:
+    """BCE of the answer's logits (1, 1, S, S) at the prompt's clicks against the clicks' labels."""
+    size = logits.shape[-1]
+    coords = prompter.transform.apply_coords(np.asarray(prompt.points, np.float32), window_shape)
+    cols, rows = np.clip(coords.astype(int), 0, size - 1).T
+    at_clicks = logits[0, 0, torch.as_tensor(rows), torch.as_tensor(cols)]
+    labels = torch.as_tensor(prompt.labels, dtype=at_clicks.dtype, device=at_clicks.device)
+    return F.binary_cross_entropy_with_logits(at_clicks, labels)
 
 
 def _padded_target(prompter: PointPrompter, label: np.ndarray) -> torch.Tensor:
