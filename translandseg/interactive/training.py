@@ -31,7 +31,7 @@ ORIENTATION_ORDER = (0, 5, 2, 7, 1, 4, 3, 6)  # spread: the first n mix rotation
 
 @dataclass
 class ClickTrainConfig:
-    epochs: int = 3  # passes over every frame
+    epochs: int = 4  # passes over every frame
     max_clicks: int = 6  # clicks per sequence: 1 to this many
     automatic_share: float = 0.5  # sequences that start from the automatic mask (else from empty)
     orientations: int = 4  # flips/rotations of each image, of 8

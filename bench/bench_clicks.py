@@ -1,0 +1,216 @@
+"""Click convergence on the held-out real samples: before and after, side by side in one run.
+
+    python bench/bench_clicks.py SAMPLES [--before REF] [--before-adapter FILE] [--adapter FILE]
+
+Each side is measured in its own process, on its own source tree: "before" on a checkout of REF
+(default: the last commit before the region-refinement engine) with the adapter that commit
+shipped, "after" on this tree with ``--adapter`` (default: the shipped one), and "after, whole
+image" on this tree with focus crops turned off (the decoder always sees the whole image, up to
+1024 px a side). The held-out split is ``held_out_split`` of this tree (70/30 per sample set,
+seed 42), which nothing trains or selects on.
+
+An analyst is simulated on the app's own ``CorrectionSession``: each click at the deepest pixel
+of the larger error (RITM's protocol), from the automatic mask and from an empty one, up to
+``--max-clicks``. Reported per sample set and start: NoC@85/90 (``max-clicks`` when never
+reached), mean IoU after k clicks, the share of clicks that lower IoU by more than 0.02, the share
+answered by the engine's consistency fallback, and click latency (p50/p95) when the window's
+embedding is cached and when it must be encoded.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+BEFORE_REF = "888abb6"  # the engine of objects added/removed per click, and its adapter
+HERE = Path(__file__).resolve()
+THRESHOLDS = (0.85, 0.90)
+REPORTED = (0, 1, 2, 3, 5, 10)
+HARMFUL_DROP = 0.02
+
+
+def _engine():
+    """(CorrectionSession, CorrectionError, PointPrompter, EmbeddingCache, next_click) of whichever tree is imported."""
+    try:
+        from translandseg.interactive.correction import CorrectionError, CorrectionSession
+        from translandseg.interactive.embedding_cache import EmbeddingCache
+        from translandseg.interactive.prompting import PointPrompter
+        from translandseg.interactive.simulation import next_click
+    except ImportError:  # the tree before the interactive/ subpackage
+        from translandseg.click_simulation import next_click
+        from translandseg.correction import CorrectionError, CorrectionSession
+        from translandseg.embedding_cache import EmbeddingCache
+        from translandseg.prompting import PointPrompter
+    return CorrectionSession, CorrectionError, PointPrompter, EmbeddingCache, next_click
+
+
+def measure(pairs, adapter: Path, max_clicks: int, focus_min_side) -> list:
+    """One record per held-out image and start: its IoU curve, fallbacks, refusals, latencies."""
+    import torch
+
+    from translandseg.data import Pair, load_pair
+    from translandseg.loading import load_model
+    from translandseg.predict import Predictor
+    from translandseg.raster import RasterImage
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    CorrectionSession, CorrectionError, PointPrompter, EmbeddingCache, next_click = _engine()
+    loaded = load_model("lite", adapter=adapter)
+    cache = EmbeddingCache(1024)
+    prompter = PointPrompter(loaded.model, loaded.prompt_decoder, loaded.prompt_model_id, cache)
+    predictor = Predictor(loaded.model)
+    options = {} if focus_min_side is None else {"focus_min_side": focus_min_side}
+    records = []
+    for name, image_path, label_path in pairs:
+        _, valid, truth = load_pair(Pair(Path(image_path), Path(label_path)))
+        with RasterImage(image_path) as image:
+            automatic = predictor.predict_mask(image)
+            for start, initial in (("automatic", automatic), ("empty", np.zeros_like(truth))):
+                session = CorrectionSession(image, name, initial, prompter, **options)
+                record = {"image": name, "start": start, "curve": [_iou(session.mask & valid, truth)],
+                          "fallbacks": 0, "refused": 0, "cached_ms": [], "encoded_ms": []}  # fmt: skip
+                while len(record["curve"]) <= max_clicks:
+                    click = next_click(session.mask, truth, valid)
+                    if click is None:
+                        break
+                    misses, began = cache.misses, time.perf_counter()
+                    try:
+                        session.click(click.x + 0.5, click.y + 0.5, click.positive)
+                        record["fallbacks"] += bool(getattr(session, "note", ""))
+                    except CorrectionError:
+                        record["refused"] += 1  # the click is spent, as an analyst's would be
+                    elapsed = (time.perf_counter() - began) * 1000
+                    record["encoded_ms" if cache.misses > misses else "cached_ms"].append(elapsed)
+                    record["curve"].append(_iou(session.mask & valid, truth))
+                records.append(record)
+    return records
+
+
+def _iou(prediction: np.ndarray, truth: np.ndarray) -> float:
+    union = np.count_nonzero(prediction | truth)
+    return np.count_nonzero(prediction & truth) / union if union else 1.0
+
+
+def summary(records: list, max_clicks: int) -> dict:
+    """NoC, mean IoU after k clicks, harmful and fallback shares, over ``records``."""
+    curves = np.array([r["curve"] + [r["curve"][-1]] * (max_clicks + 1 - len(r["curve"])) for r in records])
+    made = max(1, sum(len(r["curve"]) - 1 for r in records))
+    out = {f"noc{round(100 * t)}": float(np.mean([_clicks_to_reach(c, t, max_clicks) for c in curves]))
+           for t in THRESHOLDS}  # fmt: skip
+    out.update({f"iou@{k}": float(curves[:, k].mean()) for k in REPORTED})
+    mean = curves.mean(axis=0)
+    out["largest fall of the mean curve"] = float(max(0.0, -np.diff(mean).min()))
+    out["harmful clicks"] = float(np.sum(np.diff(curves, axis=1) < -HARMFUL_DROP) / made)
+    out["fallback clicks"] = float(sum(r["fallbacks"] for r in records) / made)
+    out["refused clicks"] = float(sum(r["refused"] for r in records) / made)
+    return out
+
+
+def _clicks_to_reach(curve: np.ndarray, threshold: float, max_clicks: int) -> int:
+    reached = np.nonzero(curve >= threshold)[0]
+    return int(reached[0]) if len(reached) else max_clicks
+
+
+def latency(records: list) -> dict:
+    out = {}
+    for kind in ("cached_ms", "encoded_ms"):
+        values = [v for r in records for v in r[kind]]
+        out[kind] = (float(np.percentile(values, 50)), float(np.percentile(values, 95)), len(values)) if values else None
+    return out
+
+
+def run_side(tree: Path, pairs_file: Path, adapter: Path, max_clicks: int, focus_min_side, out: Path) -> list:
+    """``measure`` in a fresh process that imports ``translandseg`` from ``tree``."""
+    command = [sys.executable, str(HERE), "measure", str(pairs_file), str(adapter), str(out), "--max-clicks",
+               str(max_clicks)] + ([] if focus_min_side is None else ["--focus-min-side", str(focus_min_side)])  # fmt: skip
+    subprocess.run(command, check=True, env={**os.environ, "PYTHONPATH": str(tree)})
+    return json.loads(out.read_text())
+
+
+def compare(samples: Path, before_ref: str, before_adapter, adapter: Path, max_clicks: int) -> None:
+    sys.path.insert(0, str(HERE.parents[1]))
+    from translandseg.default_model import DEFAULT_ADAPTER, held_out_split
+
+    _, held_out = held_out_split(samples)
+    pairs = [(p.name, str(p.image), str(p.label)) for p in held_out]
+    print(f"{len(pairs)} held-out images: {', '.join(p[0] for p in pairs)}", flush=True)
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        pairs_file = folder / "pairs.json"
+        pairs_file.write_text(json.dumps(pairs))
+        before_tree = folder / "before"
+        before_tree.mkdir()
+        archive = subprocess.run(["git", "-C", str(HERE.parents[1]), "archive", before_ref], check=True,
+                                 capture_output=True).stdout  # fmt: skip
+        subprocess.run(["tar", "-x", "-C", str(before_tree)], input=archive, check=True)
+        before_adapter = before_adapter or before_tree / "assets" / DEFAULT_ADAPTER.name
+        sides = {
+            f"before ({before_ref})": run_side(before_tree, pairs_file, before_adapter, max_clicks, None,
+                                               folder / "before.json"),  # fmt: skip
+            "after": run_side(HERE.parents[1], pairs_file, adapter, max_clicks, None, folder / "after.json"),
+            "after, whole image": run_side(HERE.parents[1], pairs_file, adapter, max_clicks, 4096,
+                                           folder / "whole.json"),  # fmt: skip
+        }
+    report(sides, max_clicks)
+
+
+def report(sides: dict, max_clicks: int) -> None:
+    sets = sorted({r["image"].split("/")[0] for records in sides.values() for r in records})
+    for start in ("automatic", "empty"):
+        for subset in (*sets, "all"):
+            print(f"\n### from the {start} mask, {subset}\n")
+            rows = {}
+            for side, records in sides.items():
+                chosen = [r for r in records if r["start"] == start and subset in ("all", r["image"].split("/")[0])]
+                rows[side] = summary(chosen, max_clicks)
+            keys = list(next(iter(rows.values())))
+            print("| | " + " | ".join(rows) + " |")
+            print("| --- " * (len(rows) + 1) + "|")
+            for key in keys:
+                print(f"| {key} | " + " | ".join(f"{rows[side][key]:.3f}" for side in rows) + " |")
+    print("\n### click latency (ms): p50 / p95 (clicks)\n")
+    for side, records in sides.items():
+        lat = latency(records)
+        cells = [f"{v[0]:.0f} / {v[1]:.0f} ({v[2]})" if v else "none" for v in (lat["cached_ms"], lat["encoded_ms"])]
+        print(f"| {side} | cached embedding {cells[0]} | window encoded {cells[1]} |")
+    print("\nper image, IoU after 0/1/2/3/5/10 clicks from the automatic mask:")
+    for side, records in sides.items():
+        for r in (r for r in records if r["start"] == "automatic"):
+            curve = r["curve"] + [r["curve"][-1]] * (max_clicks + 1 - len(r["curve"]))
+            print(f"  {side:>20} {r['image']:>28}: " + " ".join(f"{curve[k]:.2f}" for k in REPORTED))
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["measure"]:  # one side, in this process (run by the comparison)
+        # Only the tree on PYTHONPATH: an editable install's finder would serve this checkout's
+        # modules for whatever the other tree lacks.
+        sys.meta_path[:] = [f for f in sys.meta_path if "Editable" not in getattr(f, "__name__", type(f).__name__)]
+        parser = argparse.ArgumentParser(prog="bench_clicks.py measure")
+        parser.add_argument("pairs", type=Path)
+        parser.add_argument("adapter", type=Path)
+        parser.add_argument("out", type=Path)
+        parser.add_argument("--max-clicks", type=int, default=20)
+        parser.add_argument("--focus-min-side", type=int)
+        args = parser.parse_args(sys.argv[2:])
+        records = measure(json.loads(args.pairs.read_text()), args.adapter, args.max_clicks, args.focus_min_side)
+        args.out.write_text(json.dumps(records))
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("samples", type=Path)
+    parser.add_argument("--before", default=BEFORE_REF, help="git commit of the 'before' engine")
+    parser.add_argument("--before-adapter", type=Path, help="default: the adapter that commit shipped")
+    parser.add_argument("--adapter", type=Path, help="default: the adapter this tree ships")
+    parser.add_argument("--max-clicks", type=int, default=20)
+    args = parser.parse_args()
+    adapter = args.adapter or HERE.parents[1] / "assets" / "translandseg-lite.safetensors"
+    compare(args.samples, args.before, args.before_adapter, adapter, args.max_clicks)
+
+
+if __name__ == "__main__":
+    main()
