@@ -218,7 +218,7 @@ class LabelingSession:
         message = f"Restored the {latest.status} {latest.source} mask saved by {latest.annotator or 'someone'}"
         try:
             if prompts and not np.array_equal(correction.replay(prompts), latest.mask):
-                raise CorrectionError("they were made with another SAM model")
+                raise CorrectionError("they no longer reproduce it (another model or correction engine made them)")
         except CorrectionError as error:
             correction = CorrectionSession(image, image_id, latest.mask, workspace.prompter, workspace.window_size)
             message += f" (its clicks cannot be replayed: {error}; new clicks start from the saved mask)"
