@@ -1,12 +1,13 @@
 """Click convergence on the held-out real samples: before and after, side by side in one run.
 
-    python bench/bench_clicks.py SAMPLES [--before REF] [--before-adapter FILE] [--adapter FILE]
+    python bench/bench_clicks.py SAMPLES [--before REF] [--before-adapter FILE] [--adapter FILE ...]
 
 Each side is measured in its own process, on its own source tree: "before" on a checkout of REF
 (default: the last commit before the region-refinement engine) with the adapter that commit
-shipped, "after" on this tree with ``--adapter`` (default: the shipped one), and "after, whole
-image" on this tree with focus crops turned off (the decoder always sees the whole image, up to
-1024 px a side). The held-out split is ``held_out_split`` of this tree (70/30 per sample set,
+shipped, "after" on this tree with ``--adapter`` (default: the shipped one) and the engine's
+defaults (the decoder sees the whole image, up to 1024 px a side), and "focus crops" on this
+tree zooming in on the region (windows of at least 256 px around it; every further ``--adapter``
+is measured this way too). The held-out split is ``held_out_split`` of this tree (70/30 per sample set,
 seed 42), which nothing trains or selects on.
 
 An analyst is simulated on the app's own ``CorrectionSession``: each click at the deepest pixel
@@ -29,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 BEFORE_REF = "888abb6"  # the engine of objects added/removed per click, and its adapter
+FOCUS_CROP_SIDE = 256  # the smallest window when zooming in on a region: the default base's input
 HERE = Path(__file__).resolve()
 THRESHOLDS = (0.85, 0.90)
 REPORTED = (0, 1, 2, 3, 5, 10)
@@ -133,7 +135,7 @@ def run_side(tree: Path, pairs_file: Path, adapter: Path, max_clicks: int, focus
     return json.loads(out.read_text())
 
 
-def compare(samples: Path, before_ref: str, before_adapter, adapter: Path, max_clicks: int) -> None:
+def compare(samples: Path, before_ref: str, before_adapter, adapters: list, max_clicks: int) -> None:
     sys.path.insert(0, str(HERE.parents[1]))
     from translandseg.default_model import DEFAULT_ADAPTER, held_out_split
 
@@ -150,13 +152,13 @@ def compare(samples: Path, before_ref: str, before_adapter, adapter: Path, max_c
                                  capture_output=True).stdout  # fmt: skip
         subprocess.run(["tar", "-x", "-C", str(before_tree)], input=archive, check=True)
         before_adapter = before_adapter or before_tree / "assets" / DEFAULT_ADAPTER.name
-        sides = {
-            f"before ({before_ref})": run_side(before_tree, pairs_file, before_adapter, max_clicks, None,
-                                               folder / "before.json"),  # fmt: skip
-            "after": run_side(HERE.parents[1], pairs_file, adapter, max_clicks, None, folder / "after.json"),
-            "after, whole image": run_side(HERE.parents[1], pairs_file, adapter, max_clicks, 4096,
-                                           folder / "whole.json"),  # fmt: skip
-        }
+        sides = {f"before ({before_ref})": run_side(before_tree, pairs_file, before_adapter, max_clicks, None,
+                                                    folder / "before.json")}  # fmt: skip
+        sides["after"] = run_side(HERE.parents[1], pairs_file, adapters[0], max_clicks, None, folder / "after.json")
+        for number, adapter in enumerate(adapters):  # the zoomed-in alternative, and other decoders with it
+            name = "focus crops" if number == 0 else f"{Path(adapter).name}, focus crops"
+            sides[name] = run_side(HERE.parents[1], pairs_file, adapter, max_clicks, FOCUS_CROP_SIDE,
+                                   folder / f"{number}.json")  # fmt: skip
     report(sides, max_clicks)
 
 
@@ -205,11 +207,12 @@ def main() -> None:
     parser.add_argument("samples", type=Path)
     parser.add_argument("--before", default=BEFORE_REF, help="git commit of the 'before' engine")
     parser.add_argument("--before-adapter", type=Path, help="default: the adapter that commit shipped")
-    parser.add_argument("--adapter", type=Path, help="default: the adapter this tree ships")
+    parser.add_argument("--adapter", type=Path, action="append",
+                        help="default: the adapter this tree ships; again to measure more adapters on this tree")
     parser.add_argument("--max-clicks", type=int, default=20)
     args = parser.parse_args()
-    adapter = args.adapter or HERE.parents[1] / "assets" / "translandseg-lite.safetensors"
-    compare(args.samples, args.before, args.before_adapter, adapter, args.max_clicks)
+    adapters = args.adapter or [HERE.parents[1] / "assets" / "translandseg-lite.safetensors"]
+    compare(args.samples, args.before, args.before_adapter, adapters, args.max_clicks)
 
 
 if __name__ == "__main__":

@@ -83,8 +83,9 @@ class CorrectionSession:
 
         Args:
           window_size: the largest window the decoder sees, in image pixels.
-          focus_min_side: the smallest; default the prompter's input size (a region is then
-            seen at least at the image's own resolution when the image is larger than that).
+          focus_min_side: the smallest; default ``window_size``, so an image up to that size is
+            seen whole. A smaller one (e.g. the base's input size) zooms in on the region, as
+            focus crops do; with the shipped decoder that measured worse (bench/README.md).
         """
         if automatic.shape != (image.height, image.width):
             raise CorrectionError(f"the mask is {automatic.shape[1]}x{automatic.shape[0]} pixels but the image "
@@ -95,7 +96,7 @@ class CorrectionSession:
         self.automatic.flags.writeable = False
         self.prompter = prompter
         self.window_size = window_size
-        self.focus_min_side = focus_min_side or (prompter.model.image_size if prompter else window_size)
+        self.focus_min_side = focus_min_side or window_size
         self._valid: Dict[WindowBox, np.ndarray] = {}
         self._steps: List[_Step] = []
         self._position = 0  # how many of the steps are applied

@@ -49,7 +49,7 @@ class Refinement:
 
     window: WindowBox
     region: np.ndarray  # bool, the window's shape: the region the click refines
-    points: Tuple[Tuple[float, float], ...]  # the clicked pixels' centres in the window (x, y), SAM's convention
+    points: Tuple[Tuple[float, float], ...]  # the clicked pixels' indices in the window (x, y)
     labels: Tuple[int, ...]  # 1 landslide, 0 background
 
 
@@ -107,7 +107,7 @@ def plan(mask: np.ndarray, clicks: Sequence[PointClick], click: PointClick, min_
     return Refinement(
         window,
         _moved(region, area, window),
-        tuple((c.x - col + 0.5, c.y - row + 0.5) for c in inside),  # pixel centres
+        tuple((float(c.x - col), float(c.y - row)) for c in inside),  # as the shipped decoder was trained
         tuple(int(c.positive) for c in inside),
     )
 
