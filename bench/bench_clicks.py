@@ -32,9 +32,7 @@ import numpy as np
 BEFORE_REF = "888abb6"  # the engine of objects added/removed per click, and its adapter
 FOCUS_CROP_SIDE = 256  # the smallest window when zooming in on a region: the default base's input
 HERE = Path(__file__).resolve()
-THRESHOLDS = (0.85, 0.90)
-REPORTED = (0, 1, 2, 3, 5, 10)
-HARMFUL_DROP = 0.02
+REPORTED = (0, 1, 2, 3, 5, 10)  # clicks after which the per-image IoU is printed
 
 
 def _engine():
@@ -100,23 +98,17 @@ def _iou(prediction: np.ndarray, truth: np.ndarray) -> float:
 
 
 def summary(records: list, max_clicks: int) -> dict:
-    """NoC, mean IoU after k clicks, harmful and fallback shares, over ``records``."""
-    curves = np.array([r["curve"] + [r["curve"][-1]] * (max_clicks + 1 - len(r["curve"])) for r in records])
-    made = max(1, sum(len(r["curve"]) - 1 for r in records))
-    out = {f"noc{round(100 * t)}": float(np.mean([_clicks_to_reach(c, t, max_clicks) for c in curves]))
-           for t in THRESHOLDS}  # fmt: skip
-    out.update({f"iou@{k}": float(curves[:, k].mean()) for k in REPORTED})
-    mean = curves.mean(axis=0)
-    out["largest fall of the mean curve"] = float(max(0.0, -np.diff(mean).min()))
-    out["harmful clicks"] = float(np.sum(np.diff(curves, axis=1) < -HARMFUL_DROP) / made)
-    out["fallback clicks"] = float(sum(r["fallbacks"] for r in records) / made)
-    out["refused clicks"] = float(sum(r["refused"] for r in records) / made)
+    """``evaluation.summarise`` over ``records`` (NoC, IoU after k clicks, harmful and fallback
+    shares), plus the largest fall of the mean IoU curve and the share of refused clicks."""
+    from translandseg.interactive.evaluation import ClickRun, summarise
+
+    runs = [ClickRun(r["curve"] + [r["curve"][-1]] * (max_clicks + 1 - len(r["curve"])), len(r["curve"]) - 1,
+                     r["fallbacks"], r["refused"]) for r in records]  # fmt: skip
+    out = summarise(runs)
+    mean = np.array([run.curve for run in runs]).mean(axis=0)
+    out["largest_fall_of_the_mean_curve"] = float(max(0.0, -np.diff(mean).min()))
+    out["refused_clicks"] = float(sum(run.refused for run in runs) / max(1, sum(run.clicks for run in runs)))
     return out
-
-
-def _clicks_to_reach(curve: np.ndarray, threshold: float, max_clicks: int) -> int:
-    reached = np.nonzero(curve >= threshold)[0]
-    return int(reached[0]) if len(reached) else max_clicks
 
 
 def latency(records: list) -> dict:
@@ -166,11 +158,12 @@ def report(sides: dict, max_clicks: int) -> None:
     sets = sorted({r["image"].split("/")[0] for records in sides.values() for r in records})
     for start in ("automatic", "empty"):
         for subset in (*sets, "all"):
+            chosen = {side: [r for r in records if r["start"] == start and subset in ("all", r["image"].split("/")[0])]
+                      for side, records in sides.items()}  # fmt: skip
+            if not all(chosen.values()):
+                continue
             print(f"\n### from the {start} mask, {subset}\n")
-            rows = {}
-            for side, records in sides.items():
-                chosen = [r for r in records if r["start"] == start and subset in ("all", r["image"].split("/")[0])]
-                rows[side] = summary(chosen, max_clicks)
+            rows = {side: summary(records, max_clicks) for side, records in chosen.items()}
             keys = list(next(iter(rows.values())))
             print("| | " + " | ".join(rows) + " |")
             print("| --- " * (len(rows) + 1) + "|")
@@ -185,7 +178,7 @@ def report(sides: dict, max_clicks: int) -> None:
     for side, records in sides.items():
         for r in (r for r in records if r["start"] == "automatic"):
             curve = r["curve"] + [r["curve"][-1]] * (max_clicks + 1 - len(r["curve"]))
-            print(f"  {side:>20} {r['image']:>28}: " + " ".join(f"{curve[k]:.2f}" for k in REPORTED))
+            print(f"  {side:>20} {r['image']:>28}: " + " ".join(f"{curve[k]:.2f}" for k in REPORTED if k <= max_clicks))
 
 
 def main() -> None:

@@ -96,8 +96,3 @@ def summarise(runs: Sequence[ClickRun], thresholds: Sequence[float] = THRESHOLDS
     summary["fallback_clicks"] = float(sum(run.fallbacks for run in runs) / made)
     return summary
 
-
-def noc(loaded: LoadedModel, pairs: Sequence[Pair], start: str = "automatic", max_clicks: int = MAX_CLICKS,
-        progress: bool = False, cache: Optional[EmbeddingCache] = None) -> Dict[str, float]:  # fmt: skip
-    """``summarise`` of ``click_runs``."""
-    return summarise(click_runs(loaded, pairs, start, max_clicks, progress, cache))
