@@ -137,6 +137,12 @@ class Workspace:
         except ImageReadError as error:
             raise ImageReadError(str(error).replace(str(kept), name).replace(kept.name, name)) from error
 
+    def image_name(self, image_id: str) -> str:
+        """The name an image was uploaded or imported under ("this image" when not in the store)."""
+        with self.store() as store:
+            row = store.db.execute("select name from images where id = ?", [image_id]).fetchone()
+        return row[0] if row else "this image"
+
     def image_path(self, image_id: str) -> Path:
         """A lasting local path to a stored image's file."""
         with self.store() as store:

@@ -8,7 +8,6 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import tempfile
 import time
 from functools import partial
@@ -185,8 +184,7 @@ def _open_stored(workspace: Workspace, image_id: str, bands: str, stretch: str, 
     try:
         new = LabelingSession.open_stored(workspace, image_id, _bands(bands), STRETCHES[stretch])
     except USER_ERRORS as error:
-        names = {row["id"]: row["name"] for row in workspace.queue()}
-        return session, *_view(session, opacity, problem(f"Cannot open {names.get(image_id, 'this image')}: {error}"))
+        return session, *_view(session, opacity, problem(f"Cannot open {workspace.image_name(image_id)}: {error}"))
     left = ""
     if session is not None and session.unsaved and session.correction.prompts:
         left = note(f"Unsaved clicks on {session.name} were left behind; it still holds what was last saved.")
@@ -249,7 +247,7 @@ def save(workspace: Workspace, status: Optional[str], name: str, reason: str, op
 def open_next(workspace: Workspace, message: str, bands: str, stretch: str, opacity: float,
               session: Optional[LabelingSession], progress=TILE_PROGRESS):  # fmt: skip
     """After a stored review, open the next pending image (its automatic mask is model work)."""
-    if session is None or session.unsaved or session.reviewed is None:
+    if session is None or session.reviewed is None:  # no review stored by the last save
         return session, gr.skip(), gr.skip()
     following = workspace.next_pending(session.image_id)
     if following is None or following == session.image_id:
@@ -280,11 +278,10 @@ def export(workspace: Workspace, statuses: List[str], formats: List[str]):
     out = Path(tempfile.mkdtemp(prefix="translandseg-export-")) / "translandseg-export"
     try:
         with workspace.store() as store:
-            export_training_set(store, out, formats, statuses)
+            archive = export_training_set(store, out, formats, statuses, make_zip=True)
     except USER_ERRORS as error:
         return None, problem(f"Nothing exported: {error}")
-    archive = shutil.make_archive(str(out), "zip", root_dir=out)
-    return archive, f"Exported {', '.join(statuses)} labels: {describe_export(out, formats)}"
+    return str(archive), f"Exported {', '.join(statuses)} labels: {describe_export(out, formats)}"
 
 
 def model_report(workspace: Workspace) -> str:
@@ -297,7 +294,9 @@ def model_report(workspace: Workspace) -> str:
         lines.append("- Adapter: **none** (no automatic masks; clicks use SAM alone)")
     else:
         lines.append(f"- Adapter: `{model.version}` trained on {_snapshot_words(model.adapter.training_snapshot)}")
-        lines.append("\n" + metrics_table(model.adapter.metrics) if model.adapter.metrics else "- Metrics: none recorded")
+        metrics = model.adapter.metrics
+        lines.append("- Metrics, on images it was not trained on:\n\n" + metrics_table(metrics) if metrics
+                     else "- Metrics: none recorded")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -322,7 +321,7 @@ def metric_label(key: str) -> str:
 def metrics_table(metrics: Dict[str, float]) -> str:
     """Held-out or validation metrics as a Markdown table."""
     rows = [f"| {metric_label(k)} | {v:.3f} |" for k, v in metrics.items()]
-    return "| metric (held-out images) | value |\n| --- | --- |\n" + "\n".join(rows)
+    return "| metric | value |\n| --- | --- |\n" + "\n".join(rows)
 
 
 def _snapshot_words(snapshot: str) -> str:
