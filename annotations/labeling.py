@@ -25,6 +25,7 @@ from translandseg.interactive.correction import (
     WindowBox,
 )
 from translandseg.interactive.embedding_cache import EmbeddingCache
+from translandseg.interactive.painting import Painting
 from translandseg.interactive.prompting import PointPrompter
 from translandseg.loading import LoadedModel, load_model
 from translandseg.overlay import render
@@ -303,7 +304,7 @@ class LabelingSession:
                     self.revision = Revision(self._saved[0], review_id)
                 self.reviewed = review
                 return self._saved[0]
-            source = "corrected" if self.correction.prompts else ("automatic" if self.prediction_id else "manual")
+            source = _source(self.correction.prompts) or ("automatic" if self.prediction_id else "manual")
             annotation_id = store.save_annotation(
                 self.image_id, self.mask, source, annotator, stored_prompts(self.correction.prompts),
                 self.prediction_id, review=review, reviewer=annotator if review else "", reason=reason,
@@ -316,6 +317,13 @@ class LabelingSession:
 
     def close(self) -> None:
         self.image.close()
+
+
+def _source(prompts) -> str:
+    """How prompts made a mask: "clicked" (clicks, boxes), "painted" (brush, eraser, polygons), both, or ""."""
+    painted = any(isinstance(p, Painting) for p in prompts)
+    clicked = any(not isinstance(p, Painting) for p in prompts)
+    return "+".join(word for word, used in (("clicked", clicked), ("painted", painted)) if used)
 
 
 def _fingerprint(correction: CorrectionSession) -> bytes:

@@ -114,5 +114,27 @@ def _retraining(db: Database) -> None:
     db["settings"].create({"key": str, "value": str}, pk="key")
 
 
-MIGRATIONS = [_initial_schema, _retraining]
+def _painting(db: Database) -> None:
+    """Brush, eraser and polygon prompts, and sources that say how a mask was made.
+
+    A prompt may now take many rows (a stroke's path, a polygon's corners), so each row says which
+    prompt it belongs to (``prompt_no``); a stroke's rows carry the brush ``radius``. Rows stored
+    before are numbered as they were read: a point alone, a box's two corners together. The source
+    "corrected" becomes "clicked", beside the new "painted" and "clicked+painted".
+    """
+    db["prompts"].add_column("prompt_no", int)
+    db["prompts"].add_column("radius", float)
+    numbered, previous, number, pending_corner = [], None, -1, False
+    for row in db.query("select id, annotation_id, kind from prompts order by annotation_id, seq"):
+        if row["annotation_id"] != previous:
+            previous, number, pending_corner = row["annotation_id"], -1, False
+        if not pending_corner:
+            number += 1
+        pending_corner = row["kind"] == "box" and not pending_corner
+        numbered.append((number, row["id"]))
+    db.conn.executemany("update prompts set prompt_no = ? where id = ?", numbered)
+    db.execute("update annotations set source = 'clicked' where source = 'corrected'")
+
+
+MIGRATIONS = [_initial_schema, _retraining, _painting]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -13,8 +13,9 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from itertools import groupby
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Union
+from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 from PIL import Image
@@ -22,11 +23,13 @@ from sqlite_utils import Database
 
 from translandseg.download import sha256_of
 from translandseg.interactive.correction import Box, Click
+from translandseg.interactive.correction import Prompt as SessionPrompt
+from translandseg.interactive.painting import Polygon, Stroke
 from translandseg.raster import RasterImage
 
 from .migrations import MIGRATIONS, SCHEMA_VERSION
 
-SOURCES = ("automatic", "corrected", "imported", "manual")
+SOURCES = ("automatic", "clicked", "painted", "clicked+painted", "imported", "manual")
 STATUSES = ("pending", "accepted", "rejected", "needs-work")
 BUSY_TIMEOUT_MS = 30_000
 MAX_STORED_BYTES = 256 * 1024 * 1024  # larger images are referenced by path only
@@ -51,37 +54,51 @@ class Revision:
 
 @dataclass(frozen=True)
 class Prompt:
-    """One stored prompt row: a click ("point"), or one corner of a box (two "box" rows)."""
+    """One stored prompt row. A click is one "point" row; a box two "box" rows (its corners); a
+    brush or eraser stroke one "stroke" row per point of its path, each with the brush radius; a
+    polygon one "polygon" row per corner. Rows of one prompt share ``prompt_no``."""
 
     x: float  # image pixel column
     y: float  # image pixel row
-    label: int  # 1 positive, 0 negative
+    label: int  # 1 positive (adds landslide), 0 negative (removes it)
     kind: str = "point"
+    prompt_no: int = 0  # which prompt of the annotation the row belongs to, in order
+    radius: Optional[float] = None  # strokes: the brush radius in image pixels
 
 
-def stored_prompts(prompts: Sequence[Union[Click, Box]]) -> List[Prompt]:
+def stored_prompts(prompts: Sequence[SessionPrompt]) -> List[Prompt]:
     """The rows that record a correction session's prompts."""
     rows = []
-    for p in prompts:
+    for n, p in enumerate(prompts):
+        label = int(p.positive)
         if isinstance(p, Click):
-            rows.append(Prompt(p.x, p.y, int(p.positive)))
+            rows.append(Prompt(p.x, p.y, label, "point", n))
+        elif isinstance(p, Box):
+            rows += [Prompt(p.x0, p.y0, label, "box", n), Prompt(p.x1, p.y1, label, "box", n)]
+        elif isinstance(p, Stroke):
+            rows += [Prompt(x, y, label, "stroke", n, p.radius) for x, y in p.points]
         else:
-            rows += [Prompt(p.x0, p.y0, int(p.positive), "box"), Prompt(p.x1, p.y1, int(p.positive), "box")]
+            rows += [Prompt(x, y, label, "polygon", n) for x, y in p.points]
     return rows
 
 
-def session_prompts(rows: Sequence[Prompt]) -> List[Union[Click, Box]]:
+def session_prompts(rows: Sequence[Prompt]) -> List[SessionPrompt]:
     """The prompts that ``stored_prompts`` recorded, ready to replay."""
-    prompts, rows = [], list(rows)
-    while rows:
-        row = rows.pop(0)
-        if row.kind == "point":
-            prompts.append(Click(row.x, row.y, bool(row.label)))
-        elif row.kind == "box" and rows and rows[0].kind == "box":
-            corner = rows.pop(0)
-            prompts.append(Box(row.x, row.y, corner.x, corner.y, bool(row.label)))
+    prompts = []
+    for _, group in groupby(rows, key=lambda row: row.prompt_no):
+        group = list(group)
+        first, kind, positive = group[0], group[0].kind, bool(group[0].label)
+        points = tuple((row.x, row.y) for row in group)
+        if kind == "point" and len(group) == 1:
+            prompts.append(Click(first.x, first.y, positive))
+        elif kind == "box" and len(group) == 2:
+            prompts.append(Box(*points[0], *points[1], positive))
+        elif kind == "stroke" and first.radius:
+            prompts.append(Stroke(points, first.radius, positive))
+        elif kind == "polygon":
+            prompts.append(Polygon(points, positive))
         else:
-            raise StoreError(f"unreadable stored prompt {row}")
+            raise StoreError(f"unreadable stored prompt {group}")
     return prompts
 
 
@@ -252,7 +269,8 @@ class AnnotationStore:
             self._check_current(image_id, based_on)
             annotation_id = db["annotations"].insert(row).last_pk
             db["prompts"].insert_all(
-                {"annotation_id": annotation_id, "seq": i, "x": p.x, "y": p.y, "label": p.label, "kind": p.kind}
+                {"annotation_id": annotation_id, "seq": i, "x": p.x, "y": p.y, "label": p.label, "kind": p.kind,
+                 "prompt_no": p.prompt_no, "radius": p.radius}
                 for i, p in enumerate(prompts)
             )
             if review is not None:
@@ -315,7 +333,7 @@ class AnnotationStore:
 
     def prompts(self, annotation_id: int) -> List[Prompt]:
         rows = self.db["prompts"].rows_where("annotation_id = ?", [annotation_id], order_by="seq")
-        return [Prompt(r["x"], r["y"], r["label"], r["kind"]) for r in rows]
+        return [Prompt(r["x"], r["y"], r["label"], r["kind"], r["prompt_no"], r["radius"]) for r in rows]
 
     def latest_annotation(self, image_id: str) -> Optional[Annotation]:
         return next((a for a in self.latest_annotations(image_id=image_id)), None)

@@ -77,7 +77,7 @@ def bench_export(count: int) -> None:
                 mask = np.zeros((256, 256), bool)
                 y, x = rng.integers(0, 160, 2)
                 mask[y : y + rng.integers(20, 96), x : x + rng.integers(20, 96)] = True
-                store.save_annotation(image_id, mask, "corrected", "bench", review="accepted")
+                store.save_annotation(image_id, mask, "clicked", "bench", review="accepted")
             for formats in [(f,) for f in FORMATS] + [FORMATS]:
                 out = folder / ("export-" + "-".join(formats))
                 seconds = _seconds(lambda o=out, f=formats: export_training_set(store, o, formats=f))

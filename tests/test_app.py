@@ -85,12 +85,12 @@ def test_save_review_and_next_then_reopen_restores_mask_and_prompts(workspace, s
     assert queue[-1][:3] == ["scene0.tif", "accepted", "ana"] and queue[0][1] == "unlabelled"  # waiting work first
     with AnnotationStore(workspace.db_path) as store:
         annotation = store.latest_annotation(first_id)
-        assert (annotation.source, annotation.status, annotation.reviewer) == ("corrected", "accepted", "ana")
+        assert (annotation.source, annotation.status, annotation.reviewer) == ("clicked", "accepted", "ana")
         assert [(p.x, p.y, p.label) for p in store.prompts(annotation.id)] == [(45, 40, 1)]
         assert annotation.model_version == workspace.model.version
     reopened, picture, info = webapp.open_from_queue(workspace, gr.SelectData(None, {"index": [0, 0], "value": "",
                                                      "row_value": queue[-1]}), "", STRETCH, 0.5, session)  # fmt: skip
-    assert "Restored the accepted corrected mask saved by ana" in info
+    assert "Restored the accepted clicked mask saved by ana" in info
     assert np.array_equal(reopened.mask, clicked_mask) and len(reopened.correction.prompts) == 1
     assert reopened.correction.can_undo  # the restored clicks can be undone one by one
 
@@ -160,7 +160,7 @@ def test_sam_without_adapter_gives_clicks_but_no_automatic_mask(tmp_path, scenes
     assert "mask updated" in info
     *_, info, _ = webapp.save(workspace, None, "ana", "", 0.5, session)
     with AnnotationStore(workspace.db_path) as store:
-        assert store.latest_annotation(session.image_id).source == "corrected"
+        assert store.latest_annotation(session.image_id).source == "clicked"
 
 
 def test_the_example_scene_opens_georeferenced(workspace):

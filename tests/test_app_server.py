@@ -108,7 +108,7 @@ def test_browser_upload_click_save(server, scene):
             browser.close()
     ((annotation_id, source, annotator),) = rows(db, "select id, source, annotator from annotations "
                                                      "where annotator = 'browser-user'")  # fmt: skip
-    assert (source, annotator) == ("corrected", "browser-user")
+    assert (source, annotator) == ("clicked", "browser-user")
     ((x, y, label, kind),) = rows(db, "select x, y, label, kind from prompts where annotation_id = ?", annotation_id)
     assert (label, kind) == (1, "point") and abs(x - 80) <= 3 and abs(y - 60) <= 3  # the picture's centre
 

@@ -97,7 +97,7 @@ def test_every_clicked_pixel_ends_with_its_label_and_replay_is_exact(scenes, pro
                 assert session.mask[click.y, click.x] == click.positive, (pair.name, click, session.note)
             with AnnotationStore(tmp_path / "labels.db") as store:
                 image_id = store.add_image(pair.image)
-                saved = store.save_annotation(image_id, session.mask, "corrected", "ana", stored_prompts(session.prompts))
+                saved = store.save_annotation(image_id, session.mask, "clicked", "ana", stored_prompts(session.prompts))
                 prompts = session_prompts(store.prompts(saved))
             again = CorrectionSession(image, pair.name, automatic, prompter)
             assert np.array_equal(again.replay(prompts), session.mask), pair.name

@@ -167,7 +167,7 @@ def test_replaying_stored_prompts_reproduces_the_mask_bit_for_bit(session, scene
     session.redo()
     with AnnotationStore(tmp_path / "labels.db") as store:
         image_id = store.add_image(scene)
-        annotation = store.save_annotation(image_id, session.mask, "corrected", "ana", stored_prompts(session.prompts))
+        annotation = store.save_annotation(image_id, session.mask, "clicked", "ana", stored_prompts(session.prompts))
         reloaded = session_prompts(store.prompts(annotation))
     assert reloaded == list(session.prompts)
     # A fresh prompter that finds the embedding on disk, as after a restart.
@@ -298,7 +298,7 @@ def test_georeferencing_survives_import_click_correction_export(tmp_path, make_p
         with store.image_file(image_id) as path, RasterImage(path) as image:
             session = CorrectionSession(image, image_id, np.zeros((60, 80), bool), make_prompter())
             session.click(40, 30, positive=True)
-        store.save_annotation(image_id, session.mask, "corrected", "ana", stored_prompts(session.prompts),
+        store.save_annotation(image_id, session.mask, "clicked", "ana", stored_prompts(session.prompts),
                               review="accepted")  # fmt: skip
         export_training_set(store, tmp_path / "export", formats=("geotiff", "geojson"))
     out = tmp_path / "export"

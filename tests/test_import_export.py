@@ -69,7 +69,7 @@ def test_georeferencing_survives_import_correction_export(tmp_path):
         assert import_images(store, [scene]) == 1
         (image_id,) = [r["id"] for r in store.db["images"].rows]
         prediction = store.add_prediction(image_id, np.zeros((60, 80), bool), "tls-v3")
-        store.save_annotation(image_id, mask, "corrected", "ana", [Prompt(40, 15, 1)], prediction,
+        store.save_annotation(image_id, mask, "clicked", "ana", [Prompt(40, 15, 1)], prediction,
                               review="accepted", reviewer="rev")  # fmt: skip
         archive = export_training_set(store, tmp_path / "export", make_zip=True)
     assert archive.suffix == ".zip" and zipfile.ZipFile(archive).testzip() is None

@@ -33,12 +33,12 @@ def test_full_provenance_of_a_saved_mask(tmp_path, image):
         assert store.add_image(image) == image_id  # same bytes, same image
         prediction = store.add_prediction(image_id, _mask(1), "tls-v1", {"iou": 0.7})
         prompts = [Prompt(3.5, 4.0, 1), Prompt(20, 10, 0)]
-        annotation = store.save_annotation(image_id, _mask(2), "corrected", "ana", prompts, prediction)
+        annotation = store.save_annotation(image_id, _mask(2), "clicked", "ana", prompts, prediction)
         store.review(annotation, "rejected", "rev", reason="misses the toe")
         store.review(annotation, "accepted", "rev")
     with AnnotationStore(tmp_path / "labels.db") as store:
         (latest,) = store.latest_annotations()
-        assert (latest.source, latest.annotator, latest.status) == ("corrected", "ana", "accepted")
+        assert (latest.source, latest.annotator, latest.status) == ("clicked", "ana", "accepted")
         assert np.array_equal(latest.mask, _mask(2))
         assert store.prompts(annotation) == prompts
         row = store.db["predictions"].get(latest.parent_prediction_id)
@@ -113,7 +113,7 @@ def test_a_save_or_review_over_a_newer_label_is_refused_and_loses_nothing(tmp_pa
         assert opened == Revision(first, None)
         accepted = store.review(first, "accepted", "rev", based_on=opened)
         with pytest.raises(StaleWrite, match="rev marked it accepted"):
-            store.save_annotation(image_id, _mask(2), "corrected", "bob", based_on=opened)
+            store.save_annotation(image_id, _mask(2), "clicked", "bob", based_on=opened)
         with pytest.raises(StaleWrite, match="rev marked it accepted"):
             store.review(first, "needs-work", "bob", based_on=opened)
         (latest,) = store.latest_annotations()
@@ -121,8 +121,8 @@ def test_a_save_or_review_over_a_newer_label_is_refused_and_loses_nothing(tmp_pa
         assert store.db["annotations"].count == 1 and store.db["reviews"].count == 1
         current = store.revision(image_id)
         assert current == Revision(first, accepted)
-        second = store.save_annotation(image_id, _mask(2), "corrected", "bob", based_on=current, review="needs-work",
+        second = store.save_annotation(image_id, _mask(2), "clicked", "bob", based_on=current, review="needs-work",
                                        reviewer="bob")  # fmt: skip
         assert store.saved_revision(second) == store.revision(image_id)
         with pytest.raises(StaleWrite, match="bob saved a new mask"):
-            store.save_annotation(image_id, _mask(3), "corrected", "ana", based_on=current)
+            store.save_annotation(image_id, _mask(3), "clicked", "ana", based_on=current)

@@ -8,7 +8,9 @@ or reshapes it (far from any landslide it starts a new region), a negative click
 deletes it, and no other landslide is touched. When the answer leaves the clicked pixel with the
 wrong label, a small disk around the click is added or cut instead, and ``note`` says so.
 
-A box adds (positive) or removes (negative) what the decoder finds inside it.
+A box adds (positive) or removes (negative) what the decoder finds inside it. Brush and eraser
+strokes and polygons (``painting``) need no model: they add or remove exactly the pixels they
+cover, except nodata.
 
 Large images: a window is never larger than ``window_size`` pixels a side; the embeddings of
 windows are cached, so clicks that share a window encode it once.
@@ -25,6 +27,7 @@ from rasterio.windows import Window
 
 from ..raster import RasterImage
 from .embedding_cache import EmbeddingKey
+from .painting import Painting, Polygon, Stroke, footprint
 from .prompting import PointPrompter, SamPrompt
 from .refinement import PointClick, WindowBox, centred_window, merged, plan
 
@@ -55,7 +58,7 @@ class Box:
     positive: bool
 
 
-Prompt = Union[Click, Box]
+Prompt = Union[Click, Box, Stroke, Polygon]
 
 
 @dataclass(frozen=True)
@@ -136,9 +139,21 @@ class CorrectionSession:
         corners = (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
         return self.apply(Box(*(float(v) for v in corners), bool(positive)))
 
+    def stroke(self, points, radius: float, positive: bool = True) -> np.ndarray:
+        """Paint (or, negative, erase) along ``points`` [(x, y), ...] with a round brush of ``radius``
+        image pixels; returns the new mask."""
+        return self.apply(Stroke(tuple((float(x), float(y)) for x, y in points), float(radius), bool(positive)))
+
+    def polygon(self, points, positive: bool = True) -> np.ndarray:
+        """Fill (or, negative, clear) the polygon with corners ``points``; returns the new mask."""
+        return self.apply(Polygon(tuple((float(x), float(y)) for x, y in points), bool(positive)))
+
     def apply(self, prompt: Prompt) -> np.ndarray:
-        self._require_prompter()
-        window, after, note = self._clicked(prompt) if isinstance(prompt, Click) else self._boxed(prompt)
+        if isinstance(prompt, Painting):
+            window, after, note = self._painted(prompt)
+        else:
+            self._require_prompter()
+            window, after, note = self._clicked(prompt) if isinstance(prompt, Click) else self._boxed(prompt)
         self._push(_Step(self.prompts + (prompt,), window, self._window_of(window).copy(), after, note))
         return self.mask
 
@@ -241,6 +256,25 @@ class CorrectionSession:
         inside[int(y0) : int(np.ceil(y1)), int(x0) : int(np.ceil(x1))] = True
         current = self._window_of(window)
         return window, (current | (answer & inside)) if box.positive else (current & ~(answer & inside)), ""
+
+    def _painted(self, prompt: Union[Stroke, Polygon]) -> Tuple[WindowBox, np.ndarray, str]:
+        """(window, its new mask, note) after a stroke or polygon: the pixels it covers, nodata left alone."""
+        what = "stroke" if isinstance(prompt, Stroke) else "polygon"
+        if not prompt.points or (isinstance(prompt, Stroke) and not prompt.radius > 0):
+            raise CorrectionError(f"an empty {what} changes nothing")
+        cover = footprint(prompt, self._mask.shape)
+        if not cover.covered.any():
+            raise CorrectionError(f"the {what} lies off the image, which is {self.image.width}x"
+                                  f"{self.image.height} pixels: nothing changed")  # fmt: skip
+        valid = self.image.read(Window(*cover.window))[1]
+        paint = cover.covered & valid
+        if not paint.any():
+            raise CorrectionError(f"the {what} covers only pixels without data (nodata): nothing changed")
+        current = self._window_of(cover.window)
+        after = (current | paint) if prompt.positive else (current & ~paint)
+        notes = ["the part off the image was clipped"] * cover.clipped
+        notes += ["pixels without data (nodata) were left as they were"] * bool((cover.covered & ~valid).any())
+        return cover.window, after, "; ".join(notes)
 
     def _embedding(self, window: WindowBox) -> Tuple[np.ndarray, np.ndarray]:
         """(the window's embedding, its valid pixels)."""
