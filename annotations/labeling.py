@@ -5,7 +5,6 @@ a ``LabelingSession`` is one analyst's open image. Each store access opens its o
 so sessions in several threads or processes can save at once.
 """
 
-import math
 import shutil
 import threading
 from dataclasses import dataclass, field
@@ -18,8 +17,6 @@ from rasterio.windows import Window
 from translandseg.download import sha256_of
 from translandseg.interactive.correction import (
     DEFAULT_WINDOW_SIZE,
-    Box,
-    Click,
     CorrectionError,
     CorrectionSession,
     WindowBox,
@@ -28,7 +25,6 @@ from translandseg.interactive.embedding_cache import EmbeddingCache
 from translandseg.interactive.painting import Painting
 from translandseg.interactive.prompting import PointPrompter
 from translandseg.loading import LoadedModel, load_model
-from translandseg.overlay import render
 from translandseg.predict import Predictor, tile_starts
 from translandseg.raster import STRETCH_PERCENTILES, ImageReadError, RasterImage
 
@@ -184,6 +180,7 @@ class LabelingSession:
         self.quicklook, _ = image.quicklook(QUICKLOOK_SIDE)
         self.view: WindowBox = (0, 0, image.width, image.height)  # the part shown
         self._backdrop = self.quicklook
+        self.sent_view: Optional[str] = None  # the view whose picture the browser has (app.canvas)
 
     @classmethod
     def open_stored(cls, workspace: Workspace, image_id: str, bands: Optional[Sequence[int]] = None,
@@ -267,23 +264,21 @@ class LabelingSession:
         self.view = (col, row, min(size, self.image.width - col), min(size, self.image.height - row))
         self._backdrop = self.image.read(Window(*self.view))[0]
 
-    def picture(self, opacity: float) -> np.ndarray:
-        """The shown view with the mask tinted at ``opacity`` and the clicks and boxes drawn."""
-        col, row, width, height = self.view
-        sx, sy = self._backdrop.shape[1] / width, self._backdrop.shape[0] / height
-        prompts = self.correction.prompts
-        points = [((p.x + 0.5 - col) * sx, (p.y + 0.5 - row) * sy, p.positive) for p in prompts if isinstance(p, Click)]
-        boxes = [((p.x0 - col) * sx, (p.y0 - row) * sy, (p.x1 - col) * sx, (p.y1 - row) * sy, p.positive)
-                 for p in prompts if isinstance(p, Box)]  # fmt: skip
-        return render(self._backdrop, self.mask[row : row + height, col : col + width], opacity, points, boxes)
+    @property
+    def backdrop(self) -> np.ndarray:
+        """The shown picture (RGB): the quicklook, or a full-resolution window."""
+        return self._backdrop
 
-    def to_image_pixel(self, display_x: float, display_y: float) -> Tuple[int, int]:
-        """The full-resolution pixel under a click on the shown view (not clamped: the engine
-        refuses pixels off the image)."""
+    def shown(self, mask: np.ndarray) -> np.ndarray:
+        """The part of an image-sized ``mask`` in view, at the shown picture's resolution."""
         col, row, width, height = self.view
-        shown_height, shown_width = self._backdrop.shape[:2]
-        return (col + math.floor((display_x + 0.5) * width / shown_width),
-                row + math.floor((display_y + 0.5) * height / shown_height))  # fmt: skip
+        part = mask[row : row + height, col : col + width]
+        shape = self._backdrop.shape[:2]
+        if part.shape == shape:
+            return part
+        rows = (np.arange(shape[0]) * height / shape[0]).astype(int)
+        cols = (np.arange(shape[1]) * width / shape[1]).astype(int)
+        return part[rows[:, None], cols[None, :]]
 
     def map_coordinates(self, x: float, y: float) -> Optional[Tuple[float, float, str]]:
         """(easting, northing, CRS) of a pixel's centre, or None when not georeferenced."""

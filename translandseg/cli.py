@@ -28,7 +28,7 @@ CPU_TRAIN_SIZE = 256
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["serve"]:  # the web app parses its own options
-        from .webapp import main as serve
+        from .app.webapp import main as serve
 
         serve(argv[1:])
         return 0

@@ -30,34 +30,23 @@ from annotations.training_runs import (  # noqa: E402
     set_auto_activate,
 )
 
-from .cli import USER_ERRORS  # noqa: E402
-from .default_model import choose_model  # noqa: E402
-from .interactive.embedding_cache import EmbeddingCache  # noqa: E402
-from .loading import load_model  # noqa: E402
-from .retraining import RetrainSettings, start_retraining  # noqa: E402
-from .sam_checkpoints import cache_dir  # noqa: E402
+from ..cli import USER_ERRORS  # noqa: E402
+from ..default_model import choose_model  # noqa: E402
+from ..interactive.correction import Box, Prompt  # noqa: E402
+from ..interactive.embedding_cache import EmbeddingCache  # noqa: E402
+from ..interactive.painting import Polygon, Stroke  # noqa: E402
+from ..loading import load_model  # noqa: E402
+from ..retraining import RetrainSettings, start_retraining  # noqa: E402
+from ..sam_checkpoints import cache_dir  # noqa: E402
+from .canvas import Gesture, labeling_canvas, scene, to_prompt  # noqa: E402
 
 log = logging.getLogger("translandseg.app")
-EXAMPLE = Path(__file__).resolve().parents[1] / "assets" / "example_hillside.tif"  # in a checkout or a Space
+EXAMPLE = Path(__file__).resolve().parents[2] / "assets" / "example_hillside.tif"  # in a checkout or a Space
 STRETCHES = {"2-98 %": (2.0, 98.0), "0.5-99.5 %": (0.5, 99.5), "min-max": (0.0, 100.0)}
 QUEUE_COLUMNS = ["name", "status", "labelled by", "id"]
 QUEUE_ORDER = ("unlabelled", "pending", "needs-work", "rejected", "accepted")  # what waits comes first
 ALL_IMAGES = "all images"
 TILE_PROGRESS = gr.Progress(track_tqdm=True)  # handlers that open images show the automatic mask's tiles
-SHORTCUTS = """
-<script>
-document.addEventListener("keydown", (event) => {
-  const tag = (event.target.tagName || "").toLowerCase();
-  if (tag === "input" || tag === "textarea" || event.ctrlKey || event.metaKey || event.altKey) return;
-  const press = (id) => document.querySelector(`#${id}`)?.click();
-  const mode = (value) => document.querySelector(`#click-mode input[value="${value}"]`)?.click();
-  ({p: () => mode("positive"), n: () => mode("negative"), z: () => press("undo"), y: () => press("redo")})
-    [event.key]?.();
-});
-</script>
-"""
-
-
 CSS = """
 .tls-problem {color: #b91c1c; font-weight: 600; border-left: 4px solid #dc2626; padding-left: 8px}
 .tls-note {color: #92400e; border-left: 4px solid #f59e0b; padding-left: 8px}
@@ -128,10 +117,8 @@ def queue_rows(workspace: Workspace, shown: str = ALL_IMAGES) -> List[List[str]]
     return [row for row in rows if shown in (ALL_IMAGES, row[1])]
 
 
-def _view(session: Optional[LabelingSession], opacity: float, message: str):
-    if session is None:
-        return None, message
-    return session.picture(opacity), message
+def _view(session: Optional[LabelingSession], message: str):
+    return scene(session), message
 
 
 def _describe(session: LabelingSession) -> str:
@@ -141,14 +128,14 @@ def _describe(session: LabelingSession) -> str:
             f"{image.rendering}{georef}. {session.message}")  # fmt: skip
 
 
-def upload(workspace: Workspace, files, name: str, bands: str, stretch: str, opacity: float,
+def upload(workspace: Workspace, files, name: str, bands: str, stretch: str,
            session: Optional[LabelingSession], request: gr.Request = None,
            progress=TILE_PROGRESS):  # fmt: skip
     """Register uploaded images in the store; open the first new one that can be read (else the
     first one already stored)."""
     files = [files] if isinstance(files, (str, Path)) else list(files or [])
     if not files:
-        return session, *_view(session, opacity, "Choose one or more images to upload.")
+        return session, *_view(session, "Choose one or more images to upload.")
     known = {row["id"] for row in workspace.queue()}
     messages, added = [], []
     for path in files:
@@ -157,94 +144,108 @@ def upload(workspace: Workspace, files, name: str, bands: str, stretch: str, opa
             added.append(workspace.add_upload(Path(path), uploaded, _annotator(name, request)))
         except USER_ERRORS as error:
             messages.append(problem(str(error) if str(error).startswith(uploaded) else f"{uploaded}: {error}"))
-    picture = None if session is None else session.picture(opacity)
-    if added:  # opening renders the picture once
+    picture = gr.skip()
+    if added:
         first = next((i for i in added if i not in known), added[0])
-        session, picture, opened = _open_stored(workspace, first, bands, stretch, opacity, session)
+        session, picture, opened = _open_stored(workspace, first, bands, stretch, session)
         messages.insert(0, opened + (f" {len(added) - 1} more image(s) added to the queue." if len(added) > 1 else ""))
     return session, picture, "\n\n".join(messages)
 
 
-def open_example(workspace: Workspace, name: str, bands: str, stretch: str, opacity: float,
+def open_example(workspace: Workspace, name: str, bands: str, stretch: str,
                  session: Optional[LabelingSession], request: gr.Request = None):  # fmt: skip
     """Upload the project's generated example scene."""
-    return upload(workspace, [str(EXAMPLE)], name, bands, stretch, opacity, session, request)
+    return upload(workspace, [str(EXAMPLE)], name, bands, stretch, session, request)
 
 
-def open_from_queue(workspace: Workspace, evt: gr.SelectData, bands: str, stretch: str, opacity: float,
+def open_from_queue(workspace: Workspace, evt: gr.SelectData, bands: str, stretch: str,
                     session: Optional[LabelingSession]):  # fmt: skip
     row = evt.row_value if evt is not None else None
     if not row:
-        return session, *_view(session, opacity, "Pick an image in the queue.")
-    return _open_stored(workspace, row[-1], bands, stretch, opacity, session)
+        return session, *_view(session, "Pick an image in the queue.")
+    return _open_stored(workspace, row[-1], bands, stretch, session)
 
 
-def _open_stored(workspace: Workspace, image_id: str, bands: str, stretch: str, opacity: float,
+def _open_stored(workspace: Workspace, image_id: str, bands: str, stretch: str,
                  session: Optional[LabelingSession]):  # fmt: skip
     try:
         new = LabelingSession.open_stored(workspace, image_id, _bands(bands), STRETCHES[stretch])
     except USER_ERRORS as error:
-        return session, *_view(session, opacity, problem(f"Cannot open {workspace.image_name(image_id)}: {error}"))
+        return session, *_view(session, problem(f"Cannot open {workspace.image_name(image_id)}: {error}"))
     left = ""
     if session is not None and session.unsaved and session.correction.prompts:
         left = note(f"Unsaved clicks on {session.name} were left behind; it still holds what was last saved.")
     _close(session)
-    return new, *_view(new, opacity, _describe(new) + left)
+    return new, *_view(new, _describe(new) + left)
 
 
-def click(evt: gr.SelectData, mode: str, opacity: float, session: Optional[LabelingSession]):
-    """A click on the picture: a positive or negative SAM point at that full-resolution pixel."""
+def gesture(evt: gr.EventData, session: Optional[LabelingSession]):
+    """A finished gesture on the canvas: a point, box, brush or eraser stroke, or polygon."""
     if session is None:
-        return None, problem("Upload or pick an image first.")
-    x, y = session.to_image_pixel(*evt.index)
-    start = time.perf_counter()
+        return gr.skip(), problem("Upload or pick an image first.")
     try:
-        session.correction.click(x, y, positive=mode == "positive")
+        prompt = to_prompt(session, Gesture.from_event(evt._data))
     except USER_ERRORS as error:
-        return session.picture(opacity), problem(f"Click at pixel ({x}, {y}) not applied: {error}")
+        return gr.skip(), problem(f"Edit not applied: {error}")
+    what, start = describe_prompt(session, prompt), time.perf_counter()
+    try:
+        session.correction.apply(prompt)
+    except USER_ERRORS as error:
+        return gr.skip(), problem(f"{what} not applied: {error}")
     milliseconds = (time.perf_counter() - start) * 1000
-    where = session.map_coordinates(x, y)
-    place = f"pixel ({x}, {y})" + (f" = ({where[0]:.2f}, {where[1]:.2f}) {where[2]}" if where else "")
-    done = f"{mode.capitalize()} click at {place}: mask updated in {milliseconds:.0f} ms."
+    done = f"{what}: mask updated in {milliseconds:.0f} ms."
     fallback = note(f"Note: {session.correction.note}.") if session.correction.note else ""
-    return session.picture(opacity), done + fallback
+    return scene(session), done + fallback
 
 
-def edit(action: str, opacity: float, session: Optional[LabelingSession]):
+def describe_prompt(session: LabelingSession, prompt: Prompt) -> str:
+    """A prompt in words; a click with its pixel and, when georeferenced, its map coordinates."""
+    sign = "Positive" if prompt.positive else "Negative"
+    if isinstance(prompt, Box):
+        return f"{sign} box"
+    if isinstance(prompt, Stroke):
+        return f"{'Brush' if prompt.positive else 'Eraser'} stroke ({2 * prompt.radius:g} px wide)"
+    if isinstance(prompt, Polygon):
+        return f"Polygon {'filled' if prompt.positive else 'cleared'}"
+    where = session.map_coordinates(prompt.x, prompt.y)
+    return (f"{sign} click at pixel ({prompt.x:g}, {prompt.y:g})"
+            + (f" = ({where[0]:.2f}, {where[1]:.2f}) {where[2]}" if where else ""))  # fmt: skip
+
+
+def edit(action: str, session: Optional[LabelingSession]):
     """Undo, redo or reset to the automatic mask."""
     if session is None:
-        return None, problem("Upload or pick an image first.")
+        return gr.skip(), problem("Upload or pick an image first.")
     try:
         getattr(session.correction, action)()
     except USER_ERRORS as error:
-        return session.picture(opacity), str(error).capitalize() + "."
+        return gr.skip(), str(error).capitalize() + "."
     done = {"undo": "Undone", "redo": "Redone", "reset": "Back to the automatic mask"}[action]
-    return session.picture(opacity), f"{done}; {len(session.correction.prompts)} click(s) in effect."
+    return scene(session), f"{done}; {len(session.correction.prompts)} edit(s) in effect."
 
 
-def save(workspace: Workspace, status: Optional[str], name: str, reason: str, opacity: float,
+def save(workspace: Workspace, status: Optional[str], name: str, reason: str,
          session: Optional[LabelingSession], request: gr.Request = None):  # fmt: skip
     """Save the mask (with a review status when given). Needs no model, so it never waits behind
-    another session's model work; ``open_next`` follows a review. Returns (picture, message,
-    reason): the reason box is emptied once it is stored."""
+    another session's model work; ``open_next`` follows a review. Returns (message, reason): the
+    reason box is emptied once it is stored."""
     if session is None:
-        return None, problem("Upload or pick an image first."), reason
+        return problem("Upload or pick an image first."), reason
     annotator = _annotator(name, request)
     if not annotator:
-        return session.picture(opacity), problem("Enter your name before saving."), reason
+        return problem("Enter your name before saving."), reason
     if workspace.accounts is not None and not workspace.accounts.may_review(annotator, status):
-        return session.picture(opacity), problem(f"Not saved: only reviewers can mark an image {status}; "
-                                                 f"{annotator} is an annotator. Save, or mark it Needs "
-                                                 "work, for a reviewer to decide."), reason  # fmt: skip
+        return problem(f"Not saved: only reviewers can mark an image {status}; {annotator} is an annotator. "
+                       "Save, or mark it Needs work, for a reviewer to decide."), reason  # fmt: skip
     try:
         annotation_id = session.save(annotator, status, reason.strip())
     except USER_ERRORS as error:
-        return session.picture(opacity), problem(f"Not saved: {error}"), reason
-    return session.picture(opacity), f"Saved {session.name} as annotation {annotation_id}" + (
+        return problem(f"Not saved: {error}"), reason
+    return f"Saved {session.name} as annotation {annotation_id}" + (
         f", {status}." if status else "."), ""
 
 
-def open_next(workspace: Workspace, message: str, bands: str, stretch: str, opacity: float,
+def open_next(workspace: Workspace, message: str, bands: str, stretch: str,
               session: Optional[LabelingSession], progress=TILE_PROGRESS):  # fmt: skip
     """After a stored review, open the next pending image (its automatic mask is model work)."""
     if session is None or session.reviewed is None:  # no review stored by the last save
@@ -252,7 +253,7 @@ def open_next(workspace: Workspace, message: str, bands: str, stretch: str, opac
     following = workspace.next_pending(session.image_id)
     if following is None or following == session.image_id:
         return session, gr.skip(), message + " No image is waiting for review."
-    session, picture, opened = _open_stored(workspace, following, bands, stretch, opacity, session)
+    session, picture, opened = _open_stored(workspace, following, bands, stretch, session)
     return session, picture, f"{message} Next: {opened}"
 
 
@@ -261,15 +262,11 @@ def view_choices(session: Optional[LabelingSession]):
     return gr.Dropdown(choices=session.views() if session else [WHOLE_IMAGE], value=WHOLE_IMAGE)
 
 
-def show_view(view: str, opacity: float, session: Optional[LabelingSession]):
+def show_view(view: str, session: Optional[LabelingSession]):
     if session is None:
         return None
     session.show(view)
-    return session.picture(opacity)
-
-
-def rerender(opacity: float, session: Optional[LabelingSession]):
-    return None if session is None else session.picture(opacity)
+    return scene(session)
 
 
 def export(workspace: Workspace, statuses: List[str], formats: List[str]):
@@ -473,24 +470,19 @@ def build_ui(workspace: Workspace) -> gr.Blocks:
                     with gr.Accordion("Bands and stretch (multi-band rasters)", open=False):
                         bands = gr.Textbox(label="Bands shown as R,G,B", placeholder="automatic: 4,3,2 for 4+ bands")
                         stretch = gr.Dropdown(list(STRETCHES), value="2-98 %", label="Stretch (non-8-bit data)")
+                    view_picker = gr.Dropdown([WHOLE_IMAGE], value=WHOLE_IMAGE, label="View (large images: "
+                                              "a full-resolution window)", elem_id="view")  # fmt: skip
                     queue_filter = gr.Dropdown([ALL_IMAGES, *QUEUE_ORDER], value=ALL_IMAGES, label="Show",
                                                elem_id="queue-filter")  # fmt: skip
                     queue = gr.Dataframe(queue_rows(workspace), headers=QUEUE_COLUMNS, label="Queue (click to open)",
                                          interactive=False, elem_id="queue")  # fmt: skip
                 with gr.Column(scale=3):
-                    picture = gr.Image(label="Mask (red) and clicks (green +, red -)", type="numpy", format="png", height=560,
-                                       interactive=False, elem_id="picture")  # fmt: skip
-                    with gr.Row():
-                        view_picker = gr.Dropdown([WHOLE_IMAGE], value=WHOLE_IMAGE, label="View (large images: "
-                                                  "a full-resolution window)", elem_id="view")  # fmt: skip
-                        mode = gr.Radio(["positive", "negative"], value="positive", label="Click mode (p / n)",
-                                        elem_id="click-mode")  # fmt: skip
-                        opacity = gr.Slider(0, 1, value=0.45, step=0.05, label="Mask opacity (0 hides it)")
-                    with gr.Row():
-                        undo = gr.Button("Undo (z)", elem_id="undo")
-                        redo = gr.Button("Redo (y)", elem_id="redo")
-                        reset = gr.Button("Reset to automatic", elem_id="reset")
+                    canvas = labeling_canvas()
                 with gr.Column(scale=1, min_width=240):  # review beside the canvas, never below the fold
+                    with gr.Row():
+                        undo = gr.Button("Undo (z)", elem_id="undo", size="sm", min_width=60)
+                        redo = gr.Button("Redo (y)", elem_id="redo", size="sm", min_width=60)
+                        reset = gr.Button("Reset", elem_id="reset", size="sm", min_width=60)
                     info = gr.Markdown(elem_id="info")
                     with gr.Row():
                         save_button = gr.Button("Save", variant="primary", elem_id="save", min_width=100)
@@ -508,42 +500,39 @@ def build_ui(workspace: Workspace) -> gr.Blocks:
         with gr.Tab("Model"):
             _model_tab(workspace, name)
 
-        def open_row(evt: gr.SelectData, bands: str, stretch: str, opacity: float, session,
+        def open_row(evt: gr.SelectData, bands: str, stretch: str, session,
                      progress=TILE_PROGRESS):  # fmt: skip
-            return open_from_queue(workspace, evt, bands, stretch, opacity, session)
+            return open_from_queue(workspace, evt, bands, stretch, session)
 
-        view = [session, picture, info]
+        view = [session, canvas, info]
         model_work = {"concurrency_id": "model", "concurrency_limit": 1}
         opened = [
-            files.upload(partial(upload, workspace), [files, name, bands, stretch, opacity, session], view,
+            files.upload(partial(upload, workspace), [files, name, bands, stretch, session], view,
                          api_name="upload", **model_work),
-            example.click(partial(open_example, workspace), [name, bands, stretch, opacity, session], view,
+            example.click(partial(open_example, workspace), [name, bands, stretch, session], view,
                           api_name="example", **model_work),
-            queue.select(open_row, [bands, stretch, opacity, session], view, api_name="open", **model_work),
+            queue.select(open_row, [bands, stretch, session], view, api_name="open", **model_work),
         ]  # fmt: skip
         opened[0].then(lambda: None, None, files, api_name=False)  # the next upload sends only new files
-        picture.select(click, [mode, opacity, session], [picture, info], api_name="click", concurrency_id="clicks",
-                       concurrency_limit=4)  # fmt: skip
+        canvas.gesture(gesture, session, [canvas, info], api_name=False, concurrency_id="edits", concurrency_limit=4)
         for button, action in ((undo, "undo"), (redo, "redo"), (reset, "reset")):
-            button.click(partial(edit, action), [opacity, session], [picture, info], api_name=action)
+            button.click(partial(edit, action), session, [canvas, info], api_name=action, concurrency_id="edits",
+                         concurrency_limit=4)  # fmt: skip
         for button, status in ((save_button, None), (accept, "accepted"), (needs_work, "needs-work"),
                                (reject, "rejected")):  # fmt: skip
-            event = button.click(partial(save, workspace, status), [name, reason, opacity, session],
-                                 [picture, info, reason], api_name=status or "save", concurrency_id="store",
+            event = button.click(partial(save, workspace, status), [name, reason, session],
+                                 [info, reason], api_name=status or "save", concurrency_id="store",
                                  concurrency_limit=8)  # fmt: skip
             event.then(partial(queue_rows, workspace), queue_filter, queue, api_name=False)
             if status is not None:
-                opened.append(event.then(partial(open_next, workspace), [info, bands, stretch, opacity, session],
+                opened.append(event.then(partial(open_next, workspace), [info, bands, stretch, session],
                                          view, api_name=False, **model_work))  # fmt: skip
-        for event in opened:  # a new image may be open: whole view, positive clicks, fresh queue
-            event.then(view_choices, session, view_picker, api_name=False).then(
-                lambda: "positive", None, mode, api_name=False)
-        for event in opened:
+        for event in opened:  # a new image may be open: whole view, fresh queue (the canvas resets its tools)
+            event.then(view_choices, session, view_picker, api_name=False)
             event.then(partial(queue_rows, workspace), queue_filter, queue, api_name=False)
         queue_filter.input(partial(queue_rows, workspace), queue_filter, queue, api_name=False)
         demo.load(partial(queue_rows, workspace), queue_filter, queue, api_name=False)  # every new browser session
-        view_picker.input(show_view, [view_picker, opacity, session], picture, api_name="view")
-        opacity.release(rerender, [opacity, session], picture, api_name="render")
+        view_picker.input(show_view, [view_picker, session], canvas, api_name="view")
         export_button.click(partial(export, workspace), [statuses, formats], [archive, export_info], api_name="export")
     return demo
 
@@ -580,5 +569,5 @@ def main(argv=None) -> None:
     workspace = open_workspace(args)
     log.info("label store: %s", workspace.db_path)
     auth = workspace.accounts.login if workspace.accounts else (tuple(args.auth.split(":", 1)) if args.auth else None)
-    build_ui(workspace).queue().launch(server_name=args.host, server_port=args.port, auth=auth, head=SHORTCUTS, css=CSS,
+    build_ui(workspace).queue().launch(server_name=args.host, server_port=args.port, auth=auth, css=CSS,
                                        max_file_size=int(args.max_file_mb * 2**20))  # fmt: skip

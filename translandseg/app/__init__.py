@@ -1,0 +1,1 @@
+"""The web app: the Gradio UI (``webapp``) and its labeling canvas (``canvas``)."""
