@@ -69,3 +69,18 @@ def write_pairs(root: Path, count: int, size: int = 48, seed: int = 0) -> Path:
         Image.fromarray(image).save(root / "image" / f"s{i}.png")
         Image.fromarray(label).save(root / "label" / f"s{i}.png")
     return root
+
+
+def brute_force_stroke(points, radius, shape):
+    """Pixels whose centres lie within ``radius`` of the polyline, or that hold one of its points."""
+    ys, xs = np.mgrid[: shape[0], : shape[1]] + 0.5
+    covered = np.zeros(shape, bool)
+    pairs = list(zip(points, points[1:], strict=False)) or [(points[0], points[0])]
+    for (ax, ay), (bx, by) in pairs:
+        dx, dy = bx - ax, by - ay
+        t = np.clip(((xs - ax) * dx + (ys - ay) * dy) / (dx * dx + dy * dy), 0, 1) if dx or dy else 0
+        covered |= (xs - ax - t * dx) ** 2 + (ys - ay - t * dy) ** 2 <= radius**2
+    for x, y in points:
+        if 0 <= x < shape[1] and 0 <= y < shape[0]:
+            covered[int(y), int(x)] = True
+    return covered

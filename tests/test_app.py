@@ -10,11 +10,12 @@ import pytest
 from PIL import Image
 
 from annotations import AnnotationStore
-from conftest import write_geotiff
+from conftest import brute_force_stroke, write_geotiff
 from translandseg.app import webapp
 from translandseg.app.canvas import Gesture, to_prompt
 from translandseg.download import sha256_of
 from translandseg.interactive.correction import Click
+from translandseg.interactive.painting import Stroke
 
 STRETCH = "2-98 %"
 
@@ -339,3 +340,55 @@ def test_with_accounts_only_reviewers_accept_or_reject(tmp_path, adapter, tiny_s
     monkeypatch.setattr("sys.stdin", io.StringIO("bob-password\n"))  # not a terminal: the password is read once
     assert main(["add-user", str(users), "bob", "--role", "reviewer"]) == 0
     assert Accounts(users).login("bob", "bob-password") and Accounts(users).users["bob"].role == "reviewer"
+
+
+@pytest.mark.parametrize("zoom, pan", [(0.5, (10.0, 5.0)), (1.0, (0.0, 0.0)), (4.0, (-120.0, -60.0))])
+def test_a_stroke_covers_the_right_full_resolution_pixels_at_any_zoom(workspace, scenes, zoom, pan):
+    session, *_ = webapp.upload(workspace, [str(scenes[0])], "ana", "", STRETCH, None)
+    before = session.mask.copy()
+    path = [(20.25, 30.75), (50.125, 35.5), (52.0, 60.5)]  # full-resolution image coordinates, exact in binary
+    canvas_points = [[x * zoom + pan[0], y * zoom + pan[1]] for x, y in path]
+    _, info = webapp.gesture(gesture("stroke", canvas_points, True, zoom, pan, radius=2.5), session)
+    assert "Brush stroke (5 px wide): mask updated" in info
+    valid = session.image.read()[1]  # the random scene has a few pixels read as nodata; they stay as they were
+    assert np.array_equal(session.mask, before | (brute_force_stroke(path, 2.5, before.shape) & valid))
+    webapp.gesture(gesture("stroke", canvas_points[:1], False, zoom, pan, radius=2.5), session)
+    assert not session.mask[30, 20] and session.mask[35, 50]  # the eraser at the first point only
+
+
+def test_on_a_quicklook_gestures_map_through_zoom_pan_and_scale(workspace, tmp_path):
+    large = write_geotiff(tmp_path / "large.tif", np.random.default_rng(2).integers(0, 255, (3, 1200, 3000), np.uint8))
+    session, *_ = webapp.upload(workspace, [str(large)], "ana", "", STRETCH, None)
+    sx, sy = 3000 / 1536, 1200 / 614  # full-resolution pixels per quicklook pixel
+    point = Gesture("point", True, ((100.0 * 4 + 7, 50.0 * 4 - 3),), 4.0, (7.0, -3.0))
+    assert to_prompt(session, point) == Click(int(100 * sx), int(50 * sy), True)
+    stroke = Gesture("stroke", False, ((7.0, -3.0), (407.0, 197.0)), 4.0, (7.0, -3.0), radius=6)
+    assert to_prompt(session, stroke) == Stroke(((0.0, 0.0), (100 * sx, 50 * sy)), 6.0, False)
+
+
+def test_strokes_off_the_image_are_clipped_and_nodata_is_left_alone(workspace, tmp_path):
+    data = np.random.default_rng(6).integers(1, 255, (3, 60, 70), dtype=np.uint8)
+    data[:, :, 60:] = 0
+    scene = write_geotiff(tmp_path / "edge.tif", data, nodata=0)
+    session, *_ = webapp.upload(workspace, [str(scene)], "ana", "", STRETCH, None)
+    shown, info = webapp.gesture(gesture("stroke", [[-20, 10], [15, 10]], radius=3), session)
+    assert "mask updated" in info and "tls-note" in info and "clipped" in info and session.mask[10, 0]
+    before = session.mask.copy()
+    shown, info = webapp.gesture(gesture("stroke", [[63, 30], [68, 40]], radius=2), session)
+    assert shown == gr.skip() and "tls-problem" in info and "nodata" in info
+    assert np.array_equal(session.mask, before) and len(session.correction.prompts) == 1
+    _, info = webapp.gesture(gesture("stroke", [[200, 300]], radius=2), session)
+    assert "off the image" in info and np.array_equal(session.mask, before)
+    _, info = webapp.gesture(gesture("polygon", [[1, 1], [2, 2]]), session)
+    assert "Edit not applied: a polygon needs 3" in info
+
+
+def test_the_saved_source_says_whether_the_mask_was_clicked_painted_or_both(workspace, scenes):
+    session, *_ = webapp.upload(workspace, [str(s) for s in scenes], "ana", "", STRETCH, None)
+    webapp.gesture(gesture("polygon", [[5, 5], [30, 5], [30, 30]]), session)
+    webapp.save(workspace, None, "ana", "", session)
+    click(session, 60, 50)
+    webapp.save(workspace, None, "ana", "", session)
+    with AnnotationStore(workspace.db_path) as store:
+        sources = [row["source"] for row in store.db["annotations"].rows_where(order_by="id")]
+    assert sources == ["painted", "clicked+painted"]

@@ -8,7 +8,7 @@ import pytest
 
 from annotations import AnnotationStore, session_prompts, stored_prompts
 from annotations.migrations import MIGRATIONS
-from conftest import write_geotiff
+from conftest import brute_force_stroke, write_geotiff
 from translandseg.interactive.correction import Box, Click, CorrectionError, CorrectionSession
 from translandseg.interactive.embedding_cache import EmbeddingCache
 from translandseg.interactive.painting import Polygon, Stroke, footprint
@@ -17,21 +17,6 @@ from translandseg.loading import load_model
 from translandseg.raster import RasterImage
 
 WIDTH, HEIGHT = 60, 40
-
-
-def brute_force_stroke(points, radius, shape):
-    """Pixels whose centres lie within ``radius`` of the polyline, or that hold one of its points."""
-    ys, xs = np.mgrid[: shape[0], : shape[1]] + 0.5
-    covered = np.zeros(shape, bool)
-    pairs = list(zip(points, points[1:], strict=False)) or [(points[0], points[0])]
-    for (ax, ay), (bx, by) in pairs:
-        dx, dy = bx - ax, by - ay
-        t = np.clip(((xs - ax) * dx + (ys - ay) * dy) / (dx * dx + dy * dy), 0, 1) if dx or dy else 0
-        covered |= (xs - ax - t * dx) ** 2 + (ys - ay - t * dy) ** 2 <= radius**2
-    for x, y in points:
-        if 0 <= x < shape[1] and 0 <= y < shape[0]:
-            covered[int(y), int(x)] = True
-    return covered
 
 
 def whole(cover, shape):
