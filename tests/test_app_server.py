@@ -71,9 +71,10 @@ def test_api_upload_accept_and_export(server, scene):
 
     url, db = server
     client = Client(url, verbose=False)
-    picture, info = client.predict([handle_file(str(scene))], "api-user", "", "2-98 %", 0.5, api_name="/upload")
-    assert Path(picture).is_file() and "**hillside.tif**" in info and "Automatic mask by adapter-" in info
-    _, info, _ = client.predict("api-user", "", 0.5, api_name="/accepted")
+    shown, info = client.predict([handle_file(str(scene))], "api-user", "", "2-98 %", api_name="/upload")
+    assert (shown["width"], shown["height"]) == (160, 120) and shown["backdrop"].startswith("data:image/png")
+    assert "**hillside.tif**" in info and "Automatic mask by adapter-" in info
+    info, _ = client.predict("api-user", "", api_name="/accepted")
     assert "Saved hillside.tif" in info and "accepted" in info
     archive, info = client.predict(["accepted"], ["geotiff", "geojson"], api_name="/export")
     assert archive.endswith(".zip") and "Exported" in info
@@ -96,9 +97,7 @@ def test_browser_upload_click_save(server, scene):
             page.locator("#annotator textarea, #annotator input").first.fill("browser-user")
             page.locator("#upload input[type=file]").set_input_files(str(scene))
             page.locator("#info").get_by_text("Automatic mask by").wait_for(timeout=60_000)
-            picture = page.locator("#picture img").first
-            picture.wait_for(timeout=30_000)
-            box = picture.bounding_box()
+            box = page.locator("#canvas-surface").bounding_box()  # the picture is fitted and centred
             page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
             page.locator("#info").get_by_text("mask updated in").wait_for(timeout=60_000)
             page.locator("#save").click()
@@ -138,7 +137,7 @@ def test_browser_queue_opens_images_reasons_clear_and_uploads_do_not_repeat(serv
             for button in ("#reject", "#accept"):  # the review buttons are in view beside the canvas
                 box = page.locator(button).bounding_box()
                 assert box["y"] + box["height"] <= 900, button
-            page.locator('#click-mode input[value="negative"]').check()
+            page.locator("#sign-negative").click()
             page.locator("#reject").click()  # no reason: refused, in red
             refusal = info.locator(".tls-problem")
             refusal.get_by_text("a rejection needs a reason").wait_for(timeout=30_000)
@@ -147,7 +146,7 @@ def test_browser_queue_opens_images_reasons_clear_and_uploads_do_not_repeat(serv
             page.locator("#reject").click()
             info.get_by_text("rejected. Next:").wait_for(timeout=60_000)
             page.wait_for_function("document.querySelector('#reason textarea').value === ''", timeout=30_000)
-            page.wait_for_function("document.querySelector('#click-mode input[value=\"positive\"]').checked",
+            page.wait_for_function("document.querySelector('#sign-positive').classList.contains('tls-on')",
                                    timeout=30_000)  # fmt: skip
             page.locator("#queue span.text", has_text="queue-first.tif").first.click()
             info.get_by_text("queue-first.tif: 120x90 px").wait_for(timeout=60_000)
@@ -163,3 +162,83 @@ def test_browser_queue_opens_images_reasons_clear_and_uploads_do_not_repeat(serv
     reviews = rows(db, """select i.name, r.status, r.reason from reviews r join annotations a on a.id = r.annotation_id
                           join images i on i.id = a.image_id where i.name like 'queue-%' order by r.id""")  # fmt: skip
     assert reviews == [("queue-second.tif", "rejected", "Road cut, not a landslide"), ("queue-first.tif", "accepted", "")]
+
+
+def test_browser_zoom_click_box_paint_erase_undo_save_on_a_real_image(server, samples, adapter, tiny_sam_checkpoint):
+    """Issue 13's walk: every tool on a real Bijie image at 2.25x zoom; the saved mask and its stored
+    prompts then reproduce each other exactly."""
+    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is installed with the test extras")
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it: apt-get install chromium)")
+    from annotations import AnnotationStore, session_prompts
+    from translandseg.download import sha256_of
+    from translandseg.interactive.correction import CorrectionSession
+    from translandseg.interactive.embedding_cache import EmbeddingCache
+    from translandseg.interactive.painting import footprint
+    from translandseg.interactive.prompting import PointPrompter
+    from translandseg.loading import load_model
+    from translandseg.raster import RasterImage
+
+    url, db = server
+    image_path = samples / "bijie" / "image" / "df002.png"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        info = page.locator("#info")
+
+        def drag(start, end, steps=12):
+            page.mouse.move(*start)
+            page.mouse.down()
+            page.mouse.move(*end, steps=steps)
+            page.mouse.up()
+
+        try:
+            page.goto(url)
+            page.locator("#annotator textarea, #annotator input").first.fill("canvas-user")
+            page.locator("#upload input[type=file]").set_input_files(str(image_path))
+            info.get_by_text("Automatic mask by").wait_for(timeout=60_000)
+            fitted = float(page.locator("#zoom-level").inner_text().rstrip("%"))
+            assert fitted > 150  # a 272x205 image fills the canvas instead of sitting at 1:1
+            page.locator("#zoom-in").click()
+            page.locator("#zoom-in").click()
+            assert float(page.locator("#zoom-level").inner_text().rstrip("%")) == pytest.approx(fitted * 2.25, abs=1)
+            box = page.locator("#canvas-surface").bounding_box()
+            cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+            page.mouse.click(cx, cy)
+            info.get_by_text("Positive click at pixel").wait_for(timeout=60_000)
+            page.keyboard.press("b")
+            drag((cx - 120, cy - 90), (cx + 90, cy + 60))
+            info.get_by_text("Positive box: mask updated").wait_for(timeout=60_000)
+            page.keyboard.press("d")
+            drag((cx + 150, cy + 150), (cx + 230, cy + 200))
+            info.get_by_text("Brush stroke (8 px wide): mask updated").wait_for(timeout=60_000)
+            page.keyboard.press("e")
+            drag((cx - 200, cy - 150), (cx - 120, cy - 150))
+            info.get_by_text("Eraser stroke (8 px wide): mask updated").wait_for(timeout=60_000)
+            page.keyboard.press("z")
+            info.get_by_text("Undone; 3 edit(s) in effect.").wait_for(timeout=60_000)
+            page.locator("#canvas").screenshot(path=str(ARTIFACTS / "canvas_zoomed_outline.png"))
+            page.locator("#save").click()
+            info.get_by_text("Saved df002.png").wait_for(timeout=60_000)
+        finally:
+            page.screenshot(path=str(ARTIFACTS / "browser_canvas_tools.png"), full_page=True)
+            browser.close()
+
+    image_id = sha256_of(image_path)
+    with AnnotationStore(db) as store:
+        saved = store.latest_annotation(image_id)
+        prompts = session_prompts(store.prompts(saved.id))
+        automatic = store.prediction_mask(saved.parent_prediction_id)
+    assert saved.source == "clicked+painted" and [p.__class__.__name__ for p in prompts] == ["Click", "Box", "Stroke"]
+    stroke = prompts[-1]
+    assert stroke.positive and stroke.radius == 4 and len(stroke.points) >= 2
+    cover = footprint(stroke, saved.mask.shape)  # the brush was the last edit: all it covers is landslide
+    col, row, width, height = cover.window
+    assert saved.mask[row : row + height, col : col + width][cover.covered].all()
+    loaded = load_model("tiny", tiny_sam_checkpoint, adapter)
+    prompter = PointPrompter(loaded.model, loaded.prompt_decoder, loaded.prompt_model_id,
+                             EmbeddingCache(64, db.parent / "cache" / "embeddings"))  # the server's embeddings
+    with RasterImage(image_path) as image:
+        replayed = CorrectionSession(image, image_id, automatic, prompter).replay(prompts)
+    assert np.array_equal(replayed, saved.mask) and not np.array_equal(saved.mask, automatic)
