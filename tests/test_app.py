@@ -12,7 +12,7 @@ from PIL import Image
 from annotations import AnnotationStore
 from conftest import brute_force_stroke, write_geotiff
 from translandseg.app import webapp
-from translandseg.app.canvas import Gesture, to_prompt
+from translandseg.app.canvas import Gesture, edges, to_prompt
 from translandseg.download import sha256_of
 from translandseg.interactive.correction import Click
 from translandseg.interactive.painting import Stroke
@@ -74,7 +74,7 @@ def test_clicks_correct_the_mask_and_report_map_coordinates(workspace, scenes):
     after, info = click(session, 45, 40)
     assert after["prompts"] == [{"kind": "point", "positive": True, "x": 45.5, "y": 40.5}]
     assert "Positive click at pixel (45, 40) = (500455.00, 2999595.00) EPSG:32648" in info and " ms" in info
-    assert after["mask_fill"] != before["mask_fill"] and after["automatic_fill"] == before["automatic_fill"]
+    assert after["mask_fill"] != before["mask_fill"] and "automatic_fill" not in after  # the browser keeps that
     _, info = webapp.edit("undo", session)
     assert "0 edit(s)" in info and np.array_equal(session.mask, target)
     _, info = webapp.edit("redo", session)
@@ -392,3 +392,22 @@ def test_the_saved_source_says_whether_the_mask_was_clicked_painted_or_both(work
     with AnnotationStore(workspace.db_path) as store:
         sources = [row["source"] for row in store.db["annotations"].rows_where(order_by="id")]
     assert sources == ["painted", "clicked+painted"]
+
+
+def test_the_outline_runs_along_the_pixel_edges_between_landslide_and_background():
+    mask = np.random.default_rng(9).random((30, 40)) > 0.6
+    expected = set()  # unit edges ((x0, y0), (x1, y1)) of landslide pixels whose neighbour is background
+    for y, x in zip(*np.nonzero(mask), strict=True):
+        neighbours = {(0, -1): ((x, y), (x + 1, y)), (0, 1): ((x, y + 1), (x + 1, y + 1)),
+                      (-1, 0): ((x, y), (x, y + 1)), (1, 0): ((x + 1, y), (x + 1, y + 1))}  # fmt: skip
+        for (dx, dy), edge in neighbours.items():
+            inside = 0 <= y + dy < 30 and 0 <= x + dx < 40 and mask[y + dy, x + dx]
+            if not inside:
+                expected.add(edge)
+    drawn = set()
+    for x0, y0, x1, y1 in np.array(edges(mask)).reshape(-1, 4):
+        assert x0 == x1 or y0 == y1
+        for t in range(max(x1 - x0, y1 - y0)):
+            step = (int(x0 + t * (x1 > x0)), int(y0 + t * (y1 > y0)))
+            drawn.add((step, (step[0] + (x1 > x0), step[1] + (y1 > y0))))
+    assert drawn == expected

@@ -10,7 +10,7 @@
   const MIN_ZOOM = 0.05, MAX_ZOOM = 64, CLICK_SLOP = 4;
   const state = {
     tool: "point", positive: true, zoom: 1, panX: 0, panY: 0, imageId: null, viewKey: null,
-    layers: {}, scene: null, drag: null, polygon: [], hover: null, spaceHeld: false,
+    layers: {}, edges: {}, scene: null, drag: null, polygon: [], hover: null, spaceHeld: false,
   };
 
   const load = (src) => new Promise((resolve, reject) => {
@@ -148,6 +148,17 @@
       ctx.stroke();
     }
   }
+  function drawEdges(edges) {
+    // segments along pixel edges, drawn thin at any zoom: [x0, y0, x1, y1, ...] in picture pixels
+    ctx.beginPath();
+    for (let i = 0; i < edges.length; i += 4) {
+      ctx.moveTo(edges[i] * state.zoom + state.panX, edges[i + 1] * state.zoom + state.panY);
+      ctx.lineTo(edges[i + 2] * state.zoom + state.panX, edges[i + 3] * state.zoom + state.panY);
+    }
+    ctx.lineWidth = 2;
+    ctx.strokeStyle = "#ffe600";
+    ctx.stroke();
+  }
   function draw() {
     const { width, height } = size(), scene = state.scene, layers = state.layers;
     ctx.setTransform(devicePixelRatio, 0, 0, devicePixelRatio, 0, 0);
@@ -163,8 +174,8 @@
     ctx.globalAlpha = opacity.value / 100;
     if (layers[shown + "_fill"]) ctx.drawImage(layers[shown + "_fill"], 0, 0);
     ctx.globalAlpha = 1;
-    if (outline.checked && layers[shown + "_outline"]) ctx.drawImage(layers[shown + "_outline"], 0, 0);
     ctx.restore();
+    if (outline.checked) drawEdges(state.edges[shown] || []);
     if (!before.checked) scene.prompts.forEach(drawPrompt);
     drawGesture();
     $(".tls-zoom").textContent = Math.round(state.zoom * 100) + "%";
@@ -177,9 +188,10 @@
       state.imageId = state.viewKey = null;
       return draw();
     }
-    const names = ["backdrop", "mask_fill", "mask_outline", "automatic_fill", "automatic_outline"];
+    const names = ["backdrop", "mask_fill", "automatic_fill"]; // sent again only when they change
     const loaded = await Promise.all(names.map((name) => (scene[name] ? load(scene[name]) : null)));
     names.forEach((name, i) => { if (loaded[i]) state.layers[name] = loaded[i]; });
+    ["mask", "automatic"].forEach((name) => { if (scene[name + "_edges"]) state.edges[name] = scene[name + "_edges"]; });
     const newImage = scene.image_id !== state.imageId, newView = scene.view_key !== state.viewKey;
     state.scene = scene;
     state.imageId = scene.image_id;

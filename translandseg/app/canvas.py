@@ -24,14 +24,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import gradio as gr
 import numpy as np
 from PIL import Image
-from scipy import ndimage
 
 from annotations.labeling import LabelingSession
 from translandseg.interactive.correction import Box, Click, CorrectionError, Prompt
 from translandseg.interactive.painting import Polygon, Stroke
 
 MAX_GESTURE_POINTS = 20_000
-FILL, OUTLINE = (255, 60, 60), (255, 230, 0)  # a light red fill, a yellow outline
+FILL = (255, 60, 60)  # drawn light (fill opacity), under a yellow outline (canvas.js)
 TOOLS = (("point", "Point", "c"), ("box", "Box", "b"), ("brush", "Brush", "d"), ("eraser", "Eraser", "e"),
          ("polygon", "Polygon", "l"), ("pan", "Pan", "h"))  # fmt: skip
 KEYS = [("c / b / d / e / l / h", "point, box, brush, eraser, polygon, pan"), ("p / n", "add / remove"),
@@ -110,17 +109,33 @@ def scene(session: Optional[LabelingSession]) -> Dict[str, Any]:
             "scale": width / session.view[2], "prompts": _prompts(session),
             "backdrop": None if session.sent_view == view_key else _png(backdrop)}  # fmt: skip
     session.sent_view = view_key
-    for name, mask in (("mask", session.mask), ("automatic", session.correction.automatic)):
-        shown = session.shown(mask)
-        data[f"{name}_fill"] = _png(_layer(shown, FILL))
-        data[f"{name}_outline"] = _png(_layer(shown & ~ndimage.binary_erosion(shown), OUTLINE))
+    data["mask_fill"], data["mask_edges"] = _fill_and_edges(session.shown(session.mask))
+    if data["backdrop"] is not None:  # the automatic mask changes only with the view
+        data["automatic_fill"], data["automatic_edges"] = _fill_and_edges(session.shown(session.correction.automatic))
     return data
 
 
-def _layer(mask: np.ndarray, colour: Tuple[int, int, int]) -> np.ndarray:
+def _fill_and_edges(mask: np.ndarray) -> Tuple[str, List[int]]:
+    """The mask as a fill layer (PNG) and its outline as segments along pixel edges."""
     rgba = np.zeros((*mask.shape, 4), np.uint8)
-    rgba[mask] = (*colour, 255)
-    return rgba
+    rgba[mask] = (*FILL, 255)
+    return _png(rgba), edges(mask)
+
+
+def edges(mask: np.ndarray) -> List[int]:
+    """The boundary between landslide and background (the picture's border counts as background)
+    as straight segments along pixel edges, flattened [x0, y0, x1, y1, ...]; runs along a row or
+    column are merged into one segment, so the browser draws a thin outline at any zoom."""
+    padded = np.pad(mask, 1)
+    segments = []
+    for axis in (0, 1):  # 0: edges between rows (horizontal), 1: edges between columns (vertical)
+        change = np.diff(padded, axis=0)[:, 1:-1] if axis == 0 else np.diff(padded, axis=1)[1:-1, :].T
+        steps = np.diff(np.pad(change, ((0, 0), (1, 1))).astype(np.int8), axis=1)  # runs lie along rows of `change`
+        lines, starts = np.nonzero(steps == 1)
+        stops = np.nonzero(steps == -1)[1]
+        for line, start, stop in zip(lines, starts, stops, strict=True):
+            segments += [start, line, stop, line] if axis == 0 else [line, start, line, stop]
+    return [int(v) for v in segments]
 
 
 def _png(array: np.ndarray) -> str:
