@@ -411,3 +411,16 @@ def test_the_outline_runs_along_the_pixel_edges_between_landslide_and_background
             step = (int(x0 + t * (x1 > x0)), int(y0 + t * (y1 > y0)))
             drawn.add((step, (step[0] + (x1 > x0), step[1] + (y1 > y0))))
     assert drawn == expected
+
+
+def test_saves_and_edits_never_share_a_queue_slot_with_model_work(workspace):
+    demo = webapp.build_ui(workspace)
+    groups = {}
+    for fn in demo.fns.values():
+        event = fn.targets[0][1] if fn.targets else ""
+        name = fn.api_name if fn.api_name and not fn.api_name.startswith("false") else event
+        groups[name] = (fn.concurrency_id, fn.concurrency_limit)
+    assert groups["upload"] == groups["open"] == groups["example"] == ("model", 1)  # both cores each
+    for name in ("save", "accepted", "needs-work", "rejected"):
+        assert groups[name] == ("store", 8)
+    assert groups["gesture"] == groups["undo"] == ("edits", 4)
