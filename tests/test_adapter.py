@@ -2,7 +2,14 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from translandseg.adapter import AdapterError, AdapterInfo, load_adapter, read_adapter_info, save_adapter
+from translandseg.adapter import (
+    AdapterError,
+    AdapterInfo,
+    load_adapter,
+    read_adapter_info,
+    save_adapter,
+    storage_dtype,
+)
 from translandseg.build import build_translandseg
 
 
@@ -53,3 +60,21 @@ def test_non_adapter_files_are_refused(tmp_path):
     save_file({"w": torch.zeros(2)}, str(other))
     with pytest.raises(AdapterError, match="not a TransLandSeg adapter"):
         read_adapter_info(other)
+
+
+def test_a_float16_adapter_is_half_the_size_and_loads_as_float32(tmp_path):
+    torch.manual_seed(3)
+    trained = build_translandseg("tiny", 64)
+    full = save_adapter(trained, tmp_path / "full.safetensors", _info())
+    half = save_adapter(trained, tmp_path / "half.safetensors", _info(), dtype=torch.float16)
+    with safe_open(str(half), framework="pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F16"}
+    assert half.stat().st_size < 0.55 * full.stat().st_size
+    assert (storage_dtype(half), storage_dtype(full)) == (torch.float16, torch.float32)
+    fresh = build_translandseg("tiny", 64)
+    load_adapter(fresh, half, "tiny", "ab" * 32)
+    for key, value in trained.state_dict().items():
+        if key.startswith(("atl.", "mask_decoder.")):
+            loaded = fresh.state_dict()[key]
+            assert loaded.dtype == torch.float32
+            torch.testing.assert_close(loaded, value.half().float(), rtol=0, atol=0)  # float16 rounding, nothing else

@@ -88,6 +88,18 @@ def test_the_shipped_adapter_names_its_base_recipe_and_held_out_metrics():
     assert "held_out" in info.training_snapshot and DEFAULT_ADAPTER.stat().st_size < 40 * 2**20
 
 
+def test_the_shipped_adapter_reproduces_its_recorded_held_out_metrics(samples, default):
+    """The automatic-mask figures in the adapter's metadata, measured again offline on the held-out
+    images with today's predictor (the click figures take minutes: bench/bench_clicks.py)."""
+    from translandseg.evaluation import evaluate
+
+    _, held_out = held_out_split(samples)
+    recorded = read_adapter_info(DEFAULT_ADAPTER).metrics
+    measured = evaluate(Predictor(default.model), held_out)
+    for key in ("iou", "f1", "miou", "precision", "recall"):
+        assert measured[key] == pytest.approx(recorded[key], abs=0.01), key
+
+
 def test_the_default_predicts_a_mask_of_the_image_shape_on_a_real_sample(samples, default):
     pair = find_pairs(samples / "bijie")[0]
     _, _, label = load_pair(pair)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from translandseg.losses import bce_iou_loss, iou_loss
+from translandseg.losses import LOSSES, bce_dice_loss, bce_iou_loss, dice_loss, iou_loss
 from translandseg.metrics import ConfusionMatrix
 
 
@@ -40,3 +40,19 @@ def test_loss_is_bce_plus_iou_and_rewards_the_truth():
         torch.nn.functional.binary_cross_entropy_with_logits(wrong, target) + iou_loss(wrong, target),
     )
     assert iou_loss(torch.full((1, 1, 4, 4), -20.0), torch.zeros(1, 1, 4, 4)) < 1e-6  # empty and predicted empty
+
+
+def test_the_default_loss_is_half_bce_half_dice_as_the_papers_code():
+    target = torch.zeros(2, 1, 8, 8)
+    target[0, :, 2:6, 2:6] = 1
+    logits = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    prob = torch.sigmoid(logits)
+    dice = 1 - (2 * (prob * target).sum((1, 2, 3)) + 1) / (prob.sum((1, 2, 3)) + target.sum((1, 2, 3)) + 1)
+    torch.testing.assert_close(dice_loss(logits, target), dice.mean())
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+    torch.testing.assert_close(bce_dice_loss(logits, target), 0.5 * bce + 0.5 * dice.mean())
+    from translandseg.training import TrainConfig
+
+    assert LOSSES[TrainConfig().loss] is bce_dice_loss
+    with pytest.raises(ValueError, match="loss must be one of"):
+        TrainConfig(loss="focal")

@@ -28,8 +28,8 @@ def test_tiles_cover_the_image_and_end_flush():
 
 def test_overlap_and_no_overlap_agree_away_from_seams(predictor_factory):
     rgb = np.random.default_rng(0).integers(0, 255, (256, 256, 3), dtype=np.uint8)
-    plain = predictor_factory(overlap=0).predict_array(rgb)
-    blended = predictor_factory(overlap=16).predict_array(rgb)
+    plain = predictor_factory(overlap=0, scale="native").predict_array(rgb)
+    blended = predictor_factory(overlap=16, scale="native").predict_array(rgb)
     # Tiles at 0 and 192 exist in both grids (strides 64 and 48); their parts that no other
     # tile covers must be identical, while seams are blended.
     np.testing.assert_allclose(blended[:48, :48], plain[:48, :48], atol=1e-6)
@@ -38,13 +38,33 @@ def test_overlap_and_no_overlap_agree_away_from_seams(predictor_factory):
 
 
 def test_blend_is_the_weighted_mean_of_the_overlapping_tiles(predictor_factory):
-    predictor = predictor_factory(overlap=16)
+    predictor = predictor_factory(overlap=16, scale="native")
     rgb = np.random.default_rng(1).integers(0, 255, (64, 112, 3), dtype=np.uint8)
     out = predictor.predict_array(rgb)
     left, right = predictor.tile_probability(rgb[:, :64]), predictor.tile_probability(rgb[:, 48:])
     w = blend_weights(64, 64, 16)
     expected = (left[:, 48:] * w[:, 48:] + right[:, :16] * w[:, :16]) / (w[:, 48:] + w[:, :16])
     np.testing.assert_allclose(out[:, 48:64], expected, atol=1e-6)
+
+
+def test_tiles_in_batches_give_what_tiles_one_by_one_give(predictor_factory):
+    rgb = np.random.default_rng(3).integers(0, 255, (150, 200, 3), dtype=np.uint8)
+    one_by_one = predictor_factory(scale="native", batch_size=1).predict_array(rgb)
+    batched = predictor_factory(scale="native", batch_size=4).predict_array(rgb)
+    np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
+    assert np.array_equal(batched > 0.5, one_by_one > 0.5)
+
+
+def test_a_scene_is_seen_whole_or_fused_up_to_the_whole_scene_limit(predictor_factory):
+    rgb = np.random.default_rng(4).integers(0, 255, (150, 200, 3), dtype=np.uint8)
+    predictor = predictor_factory(scale="whole")
+    assert predictor.batch_size == 1  # the default on CPU
+    whole = predictor.predict_array(rgb)
+    np.testing.assert_allclose(whole, predictor.tile_probability(rgb), atol=1e-6)  # one pass, resized
+    native = predictor_factory(scale="native").predict_array(rgb)
+    np.testing.assert_allclose(predictor_factory(scale="fused").predict_array(rgb), (whole + native) / 2, atol=1e-6)
+    with pytest.raises(ValueError, match="scale must be one of"):
+        predictor_factory(scale="zoomed")
 
 
 def test_georeferenced_multiband_raster_keeps_crs_transform_and_size(predictor_factory, tmp_path):

@@ -128,3 +128,18 @@ def test_geotiff_chips_are_a_dataset_too(tmp_path):
     image, mask = dataset[0]
     assert image.shape == (3, 64, 64) and mask.shape == (1, 64, 64)
     assert 0 <= image.min() and image.max() <= 255 and set(mask.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_the_loss_setting_changes_what_training_optimises(tiny_sam_checkpoint, tmp_path):
+    pairs = find_pairs(write_pairs(tmp_path / "d", 4))
+    train_pairs, val_pairs = split_pairs(pairs)
+    trained = {}
+    for loss in ("bce+dice", "bce+iou"):
+        torch.manual_seed(5)
+        loaded = load_model("tiny", tiny_sam_checkpoint, image_size=64)
+        result = train(loaded, train_pairs, val_pairs, tmp_path / loss, TrainConfig(epochs=1, loss=loss),
+                       progress=False)  # fmt: skip
+        trained[loss] = (loaded.model.state_dict(), result.history[0]["loss"])
+    (dice_state, dice_loss), (iou_state, iou_loss) = trained["bce+dice"], trained["bce+iou"]
+    assert dice_loss < iou_loss  # half BCE + half Dice is smaller than BCE + IoU from the same start
+    assert not torch.equal(dice_state["mask_decoder.mask_tokens.weight"], iou_state["mask_decoder.mask_tokens.weight"])

@@ -2,7 +2,8 @@
 
 An adapter holds the ATL and the mask decoder of automatic masks, and optionally a mask
 decoder tuned for point prompts (keys ``prompt_decoder.*``) that replaces the base model's
-decoder for clicks.
+decoder for clicks. Weights may be stored as float16 (half the file) and are loaded as the
+model's float32.
 """
 
 import json
@@ -13,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Dict, Optional
 
+import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from segment_anything.modeling import MaskDecoder
@@ -55,15 +57,16 @@ class AdapterInfo:
         )
 
 
-def save_adapter(model: TransLandSeg, path: Path, info: AdapterInfo,
-                 prompt_decoder: Optional[MaskDecoder] = None) -> Path:  # fmt: skip
-    """Write the ATL and decoder weights of ``model`` (and a tuned ``prompt_decoder``) to ``path`` atomically."""
+def save_adapter(model: TransLandSeg, path: Path, info: AdapterInfo, prompt_decoder: Optional[MaskDecoder] = None,
+                 dtype: Optional[torch.dtype] = None) -> Path:  # fmt: skip
+    """Write the ATL and decoder weights of ``model`` (and a tuned ``prompt_decoder``) to ``path``
+    atomically; floating-point weights stored as ``dtype`` when given (e.g. ``torch.float16``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v for k, v in model.state_dict().items() if k.startswith(TRAINED_PARTS)}
     if prompt_decoder is not None:
         tensors.update({PROMPT_DECODER + k: v for k, v in prompt_decoder.state_dict().items()})
-    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    tensors = {k: _stored(v.detach().cpu(), dtype).contiguous() for k, v in tensors.items()}
     fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
@@ -73,6 +76,17 @@ def save_adapter(model: TransLandSeg, path: Path, info: AdapterInfo,
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _stored(tensor: torch.Tensor, dtype: Optional[torch.dtype]) -> torch.Tensor:
+    return tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
+
+
+def storage_dtype(path: Path) -> torch.dtype:
+    """The dtype an adapter file stores its weights in (float32 or float16)."""
+    with safe_open(str(path), framework="pt") as f:
+        stored = {f.get_slice(k).get_dtype() for k in f.keys()}
+    return torch.float16 if stored == {"F16"} else torch.float32
 
 
 def read_adapter_info(path: Path) -> AdapterInfo:

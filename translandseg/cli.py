@@ -15,7 +15,9 @@ from .build import LITE, MODEL_TYPES, build_translandseg, default_image_size
 from .data import find_all_pairs, split_pairs
 from .default_model import DEFAULT_ADAPTER
 from .download import DownloadError
+from .losses import DEFAULT_LOSS, LOSSES
 from .modeling import ATL_VARIANTS, DEFAULT_ATL_VARIANT
+from .predict import SCALES, WHOLE_MAX_SIDE
 from .raster import ImageReadError
 from .sam_checkpoints import CACHE_ENV, CheckpointUnavailable
 from .sam_weights import CheckpointError
@@ -58,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, default=2)
     train.add_argument("--lr", type=float, default=2e-4)
     train.add_argument("--patience", type=int, default=10, help="stop after this many epochs without a better mIoU")
+    train.add_argument("--loss", choices=sorted(LOSSES), default=DEFAULT_LOSS,
+                       help="0.5 BCE + 0.5 Dice as the paper's code (default), or BCE + IoU as its text")
     train.add_argument("--val-fraction", type=float, default=0.3)
     train.add_argument("--seed", type=int, default=42, help="seed of the train/validation split and training")
     train.add_argument("--no-augment", action="store_true", help="no flips, rotations or colour jitter")
@@ -93,6 +97,9 @@ def _parser() -> argparse.ArgumentParser:
     default.add_argument("--click-steps", type=int, help="stop the click stage after this many steps (smoke runs)")
     default.add_argument("--automatic-from", type=Path,
                          help="skip the automatic stage: take the ATL and automatic decoder of this adapter")
+    default.add_argument("--measure-only", action="store_true",
+                         help="train nothing: measure the adapter at --out on the held-out split with today's "
+                         "predictor and correction engine, and write the figures into its metadata")  # fmt: skip
     default.set_defaults(run=_train_default)
 
     commands.add_parser("serve", add_help=False, help="start the web app (options: translandseg serve --help)")
@@ -182,6 +189,9 @@ def _tile_options(parser) -> None:
     group = parser.add_argument_group("tiling")
     group.add_argument("--tile-size", type=int, help="tile side in pixels (default: the model input size)")
     group.add_argument("--overlap", type=int, help="tile overlap in pixels (default: a quarter tile)")
+    group.add_argument("--scale", choices=SCALES, default="native",
+                       help=f"scenes larger than one tile and at most {WHOLE_MAX_SIDE} px: native tiles (default), "
+                       "resized whole as in training, or both fused (larger scenes are always tiled)")  # fmt: skip
 
 
 def _bands(text: str):
@@ -213,7 +223,7 @@ def _load(args, needs_adapter: bool = False):
 def _predictor(args, loaded):
     from .predict import Predictor
 
-    return Predictor(loaded.model, args.tile_size, args.overlap)
+    return Predictor(loaded.model, args.tile_size, args.overlap, args.scale)
 
 
 def _train(args) -> None:
@@ -223,7 +233,7 @@ def _train(args) -> None:
     train_pairs, val_pairs = split_pairs(pairs, args.val_fraction, args.seed)
     print(f"{len(pairs)} labelled images: {len(train_pairs)} train, {len(val_pairs)} validation", file=sys.stderr)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
-                         augment=not args.no_augment, seed=args.seed)  # fmt: skip
+                         augment=not args.no_augment, seed=args.seed, loss=args.loss)  # fmt: skip
     snapshot = ",".join(str(p.resolve()) for p in args.data)
     result = train(_load(args), train_pairs, val_pairs, args.out, config, training_snapshot=snapshot)
     print(json.dumps({"adapter": str(result.adapter_path), "best_epoch": result.best_epoch,
@@ -231,8 +241,11 @@ def _train(args) -> None:
 
 
 def _train_default(args) -> None:
-    from .default_model import DefaultRecipe, train_default
+    from .default_model import DefaultRecipe, remeasure, train_default
 
+    if args.measure_only:
+        print(json.dumps({"adapter": str(args.out), "held_out_metrics": remeasure(args.samples, args.out)}, indent=1))
+        return
     recipe = DefaultRecipe()
     recipe.automatic.epochs = args.epochs or recipe.automatic.epochs
     recipe.clicks.epochs = args.click_epochs or recipe.clicks.epochs

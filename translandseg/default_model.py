@@ -16,11 +16,18 @@ is the reproducible recipe behind that adapter (``translandseg train-default``):
 """
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .adapter import AdapterInfo, load_adapter, read_adapter_info, save_adapter
+from .adapter import (
+    AdapterInfo,
+    has_prompt_decoder,
+    load_adapter,
+    read_adapter_info,
+    save_adapter,
+    storage_dtype,
+)
 from .build import LITE
 from .data import Pair, find_pairs, split_pairs
 from .evaluation import evaluate
@@ -42,7 +49,8 @@ HELD_OUT_FRACTION, SPLIT_SEED = 0.3, 42
 
 @dataclass
 class DefaultRecipe:
-    automatic: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=12, batch_size=1, patience=6))
+    automatic: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=12, batch_size=1, patience=6,
+                                                                       loss="bce+iou"))  # as the shipped adapter
     clicks: ClickTrainConfig = field(default_factory=ClickTrainConfig)
     selection_fraction: float = 0.2  # of the training part, to pick the best automatic epoch
     automatic_from: Optional[str] = None  # an adapter whose ATL and automatic decoder stage 2 starts from
@@ -108,6 +116,18 @@ def train_default(samples: Path, out: Path, work_dir: Path, recipe: Optional[Def
                        snapshot, metrics)  # fmt: skip
     save_adapter(loaded.model, out, info, loaded.prompt_decoder)
     return report
+
+
+def remeasure(samples: Path, adapter: Path, progress: bool = True) -> Dict[str, float]:
+    """Measure ``adapter`` on the held-out split with today's predictor and engine defaults and
+    write the figures into its metadata (its weights stay as they are)."""
+    _, held_out = held_out_split(samples)
+    loaded = load_model(LITE, adapter=adapter)
+    metrics = measure(loaded, held_out, progress)
+    info = replace(read_adapter_info(adapter), metrics=metrics)
+    decoder = loaded.prompt_decoder if has_prompt_decoder(adapter) else None
+    save_adapter(loaded.model, adapter, info, decoder, dtype=storage_dtype(adapter))
+    return metrics
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,13 @@
 """Automatic landslide masks for images of any size: sliding window, blended, streamed to disk.
 
-An image that fits in one tile is resized to the model's input as a whole (as in training).
-A larger one is cut into tiles of ``tile_size`` pixels at native resolution that overlap by
-``overlap`` pixels; overlapping probabilities are blended with weights that ramp down
-towards tile edges. Tiles are processed one row of tiles at a time and finished rows are
-written out at once, so memory grows with the raster's width, never with its area.
+How a scene is seen (``scale``): an image that fits in one tile is resized to the model's input as
+a whole (as in training). A larger one is cut into tiles of ``tile_size`` pixels at native
+resolution ("native") that overlap by ``overlap`` pixels; overlapping probabilities are blended
+with weights that ramp down towards tile edges. Scenes up to ``WHOLE_MAX_SIDE`` pixels may
+instead be resized whole ("whole", one encoder pass, as in training) or seen both ways and
+averaged ("fused"); ``bench/bench_automatic.py`` measures the three. Tiles go through the model in batches of
+``batch_size``, one row of tiles at a time, and finished rows are written out at once, so memory
+grows with the raster's width, never with its area.
 """
 
 import os
@@ -36,6 +39,10 @@ def tile_starts(length: int, tile: int, stride: int) -> List[int]:
     return starts + [length - tile]
 
 
+SCALES = ("native", "whole", "fused")
+WHOLE_MAX_SIDE = 1024  # larger scenes are always tiled at native resolution
+
+
 def blend_weights(height: int, width: int, overlap: int) -> np.ndarray:
     """Per-pixel weights, 1 inside and ramping linearly down over the ``overlap`` margins."""
 
@@ -49,25 +56,44 @@ def blend_weights(height: int, width: int, overlap: int) -> np.ndarray:
 class Predictor:
     """Landslide probabilities from a TransLandSeg model, for arrays and rasters."""
 
-    def __init__(self, model: TransLandSeg, tile_size: Optional[int] = None, overlap: Optional[int] = None) -> None:
+    def __init__(self, model: TransLandSeg, tile_size: Optional[int] = None, overlap: Optional[int] = None,
+                 scale: str = "native", batch_size: Optional[int] = None) -> None:  # fmt: skip
         """
         Args:
             model: a trained TransLandSeg model.
             tile_size: tile side in image pixels (default: the model's input size).
             overlap: overlap of neighbouring tiles in pixels (default: a quarter tile).
+            scale: how a scene larger than one tile and at most ``WHOLE_MAX_SIDE`` is seen:
+                "native" tiles, "whole" (resized to the input, as in training), or "fused" (both,
+                averaged); bench/bench_automatic.py measures them.
+            batch_size: tiles per model call (default 1 on CPU, where batches measured no faster, else 4).
         """
         self.model = model.eval()
         self.tile_size = tile_size or model.image_size
         self.overlap = self.tile_size // 4 if overlap is None else overlap
         if not 0 <= self.overlap < self.tile_size:
             raise ValueError(f"overlap must be between 0 and the tile size ({self.tile_size}), got {self.overlap}")
+        if scale not in SCALES:
+            raise ValueError(f"scale must be one of {SCALES}, not {scale!r}")
+        self.scale = scale
+        self.batch_size = max(1, batch_size or (1 if model.device.type == "cpu" else 4))
 
-    @torch.inference_mode()
     def tile_probability(self, rgb: np.ndarray) -> np.ndarray:
         """Probability (H, W) float32 of RGB uint8 (H, W, 3), resized through the model input."""
-        image = to_model_input(rgb, self.model.image_size)[None].to(self.model.device)
-        logits = F.interpolate(self.model(image), rgb.shape[:2], mode="bilinear", align_corners=False)
-        return torch.sigmoid(logits)[0, 0].cpu().numpy()
+        return self.tile_probabilities([rgb])[0]
+
+    @torch.inference_mode()
+    def tile_probabilities(self, tiles: Sequence[np.ndarray]) -> List[np.ndarray]:
+        """``tile_probability`` of several tiles, through the model in batches of ``batch_size``."""
+        out = []
+        for start in range(0, len(tiles), self.batch_size):
+            batch = tiles[start : start + self.batch_size]
+            images = torch.stack([to_model_input(rgb, self.model.image_size) for rgb in batch]).to(self.model.device)
+            logits = self.model(images)
+            for rgb, tile_logits in zip(batch, logits, strict=True):
+                resized = F.interpolate(tile_logits[None], rgb.shape[:2], mode="bilinear", align_corners=False)
+                out.append(torch.sigmoid(resized)[0, 0].cpu().numpy())
+        return out
 
     def predict_array(self, rgb: np.ndarray, valid: Optional[np.ndarray] = None) -> np.ndarray:
         """Probability (H, W) float32 of a whole in-memory image."""
@@ -97,7 +123,25 @@ class Predictor:
 
     def predict_windows(self, read: ReadWindow, height: int, width: int, write: WriteWindow,
                         progress: bool = False) -> None:  # fmt: skip
-        """Blend tile probabilities over a ``height`` x ``width`` image, writing finished rows."""
+        """Landslide probabilities over a ``height`` x ``width`` image, written a band of rows at a time."""
+        tiled = max(height, width) > self.tile_size
+        if not tiled or self.scale == "native" or max(height, width) > WHOLE_MAX_SIDE:
+            return self._tiled(read, height, width, write, progress)
+        whole = Window(0, 0, width, height)
+        rgb, valid = read(whole)
+        prob = np.where(valid, self.tile_probability(rgb), 0)
+        if self.scale == "fused":
+            native = np.zeros_like(prob)
+
+            def keep(window: Window, tiled: np.ndarray) -> None:
+                native[window.toslices()] = tiled
+
+            self._tiled(read, height, width, keep, progress)
+            prob = (prob + native) / 2
+        write(whole, prob)
+
+    def _tiled(self, read: ReadWindow, height: int, width: int, write: WriteWindow, progress: bool) -> None:
+        """Blend tile probabilities at native resolution, writing finished rows."""
         tile_h, tile_w = min(self.tile_size, height), min(self.tile_size, width)
         stride = self.tile_size - self.overlap
         rows, cols = tile_starts(height, tile_h, stride), tile_starts(width, tile_w, stride)
@@ -106,12 +150,12 @@ class Predictor:
         total = np.zeros((tile_h, width), np.float32)
         bar = tqdm(total=len(rows) * len(cols), unit="tile", disable=not progress)
         for r, top in enumerate(rows):
-            for left in cols:
-                rgb, valid = read(Window(left, top, tile_w, tile_h))
-                prob = np.where(valid, self.tile_probability(rgb), 0)
-                weighted[:, left : left + tile_w] += prob * weights
+            reads = [read(Window(left, top, tile_w, tile_h)) for left in cols]
+            probs = self.tile_probabilities([rgb for rgb, _ in reads])
+            for left, (_, valid), prob in zip(cols, reads, probs, strict=True):
+                weighted[:, left : left + tile_w] += np.where(valid, prob, 0) * weights
                 total[:, left : left + tile_w] += weights
-                bar.update()
+            bar.update(len(cols))
             done = rows[r + 1] - top if r + 1 < len(rows) else tile_h
             write(Window(0, top, width, done), weighted[:done] / total[:done])
             weighted, total = _shift(weighted, done), _shift(total, done)

@@ -1,6 +1,7 @@
 """Train the ATL and mask decoder of TransLandSeg; SAM's encoder stays frozen.
 
-As the paper's code: BCE + IoU loss, AdamW at 2e-4 with a cosine schedule down to 1e-7,
+As the paper's code: 0.5 BCE + 0.5 Dice loss (``loss``; BCE + IoU, the paper's text, is the
+other choice), AdamW at 2e-4 with a cosine schedule down to 1e-7,
 the best epoch chosen by validation mIoU. Beyond it: early stopping, a time budget, and
 resuming from the last finished epoch after an interruption.
 
@@ -24,7 +25,7 @@ from .adapter import AdapterInfo, save_adapter
 from .data import LandslideDataset, Pair
 from .evaluation import evaluate
 from .loading import LoadedModel
-from .losses import bce_iou_loss
+from .losses import DEFAULT_LOSS, LOSSES
 from .predict import Predictor
 
 ADAPTER_FILE, CHECKPOINT_FILE, HISTORY_FILE = "adapter.safetensors", "checkpoint.pt", "history.json"
@@ -41,6 +42,11 @@ class TrainConfig:
     augment: bool = True
     seed: int = 42
     max_seconds: Optional[float] = None  # time budget: no new epoch starts after it is spent
+    loss: str = DEFAULT_LOSS  # a name in losses.LOSSES
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {sorted(LOSSES)}, not {self.loss!r}")
 
 
 @dataclass
@@ -125,10 +131,10 @@ def _train_epoch(model, dataset, optimizer, scheduler, config: TrainConfig, epoc
     order = torch.Generator().manual_seed(config.seed * 1000 + epoch)
     loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, generator=order)
     model.train()
-    losses = []
+    losses, loss_function = [], LOSSES[config.loss]
     with tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", unit="batch", disable=not progress) as bar:
         for images, masks in bar:
-            loss = bce_iou_loss(model(images.to(model.device)), masks.to(model.device))
+            loss = loss_function(model(images.to(model.device)), masks.to(model.device))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -1,0 +1,65 @@
+"""How the automatic mask sees a scene, measured: native tiles, the whole scene resized, or both
+fused; tiles one by one or in batches. Held-out real samples only (the split ``train-default``
+never trains on), per sample set: landslide IoU pooled over the set's pixels, and seconds per
+image on this machine.
+
+    python bench/bench_automatic.py SAMPLES [--adapter FILE] [--threads 2]
+"""
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from translandseg.build import LITE
+from translandseg.data import load_pair
+from translandseg.default_model import DEFAULT_ADAPTER, held_out_split
+from translandseg.evaluation import ConfusionMatrix
+from translandseg.loading import load_model
+from translandseg.predict import Predictor
+
+SETTINGS = {  # name: Predictor keyword arguments
+    "native, one tile at a time": {"scale": "native", "batch_size": 1},
+    "native, batches of 4": {"scale": "native", "batch_size": 4},
+    "whole scene resized": {"scale": "whole"},
+    "fused (whole + native)": {"scale": "fused", "batch_size": 4},
+}
+
+
+def sample_set(pair) -> str:
+    return Path(pair.image).parent.parent.name
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("samples", type=Path)
+    parser.add_argument("--adapter", type=Path, default=DEFAULT_ADAPTER)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    _, held_out = held_out_split(args.samples)
+    loaded = load_model(LITE, adapter=args.adapter)
+    images = [(sample_set(pair), *load_pair(pair)) for pair in held_out]
+    sets = sorted({name for name, *_ in images})
+    Predictor(loaded.model).predict_array(images[0][1], images[0][2])  # warm-up
+    print(f"{len(images)} held-out images, adapter {args.adapter.name}, {args.threads} threads\n")
+    print("| setting | " + " | ".join(f"{s} IoU | {s} s/image" for s in sets) + " |")
+    print("| --- |" + " --- | --- |" * len(sets))
+    for name, kwargs in SETTINGS.items():
+        predictor = Predictor(loaded.model, **kwargs)
+        cells = []
+        for part in sets:
+            matrix, seconds = ConfusionMatrix(), []
+            for _, rgb, valid, label in (i for i in images if i[0] == part):
+                start = time.perf_counter()
+                prob = predictor.predict_array(rgb, valid)
+                seconds.append(time.perf_counter() - start)
+                matrix.update(prob > 0.5, label)
+            cells += [f"{matrix.summary()['iou']:.3f}", f"{np.mean(seconds):.2f}"]
+        print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
