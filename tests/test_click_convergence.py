@@ -36,35 +36,41 @@ def prompter(default):
 
 
 @pytest.fixture(scope="module")
-def scenes(samples, default):
-    """(pair, rgb-free label, valid, automatic mask) of the held-out Bijie images (a few seconds each)."""
+def held_out_scenes(samples, default):
+    """(pair, label, valid, automatic mask) of every held-out image (about a second each)."""
     _, held_out = held_out_split(samples)
-    chosen = [p for p in held_out if p.name.startswith("bijie/")]
-    chosen += [p for p in held_out if p.name.startswith("bijie-upscaled/")][:2]
     predictor = Predictor(default.model)
     out = []
-    for pair in chosen:
+    for pair in held_out:
         _, valid, label = load_pair(pair)
         with RasterImage(pair.image) as image:
             out.append((pair, label, valid, predictor.predict_mask(image)))
     return out
 
 
-def test_a_positive_click_inside_a_missed_part_raises_iou(scenes, prompter):
+@pytest.fixture(scope="module")
+def scenes(held_out_scenes):
+    """The held-out Bijie images and two of the upscaled Bijie scenes."""
+    bijie = [s for s in held_out_scenes if s[0].name.startswith("bijie/")]
+    return bijie + [s for s in held_out_scenes if s[0].name.startswith("bijie-upscaled/")][:2]
+
+
+def test_a_positive_click_inside_a_missed_part_raises_iou(held_out_scenes, prompter):
+    """Wherever the automatic mask misses a part the decoder can see (the click at least one decoder
+    output pixel deep inside it; thinner slivers along a boundary are for the brush), a positive
+    click there raises IoU on average and on most images. It can still lose on some: the decoder's
+    answer also moves the region's other edges; bench/README.md counts such harmful clicks."""
     gains = []
-    for pair, label, valid, automatic in scenes:
-        missed = label & ~automatic & valid
-        depth, row, col = interior_depth(missed)
-        if depth < 2:
-            continue  # nothing missed that a click could land inside
+    for pair, label, valid, automatic in held_out_scenes:
+        depth, row, col = interior_depth(label & ~automatic & valid)
+        if depth < max(label.shape) / prompter.output_side:
+            continue
         with RasterImage(pair.image) as image:
             session = CorrectionSession(image, pair.name, automatic, prompter)
             before = mask_iou(session.mask & valid, label)
             session.click(col + 0.5, row + 0.5, True)
             gains.append(mask_iou(session.mask & valid, label) - before)
-    # On average, and on most images: one of the six loses 0.05 (the decoder's answer also moves the
-    # region's other edges); bench/README.md counts such harmful clicks over many more.
-    assert len(gains) >= 3 and np.mean(gains) > 0.05 and sum(g > 0 for g in gains) > len(gains) / 2, gains
+    assert len(gains) >= 8 and np.mean(gains) > 0 and sum(g > 0 for g in gains) > len(gains) / 2, gains
 
 
 def test_a_negative_click_on_a_false_alarm_removes_no_labelled_pixel_outside_its_region(scenes, prompter):

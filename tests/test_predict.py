@@ -57,8 +57,8 @@ def test_tiles_in_batches_give_what_tiles_one_by_one_give(predictor_factory):
 
 def test_a_scene_is_seen_whole_or_fused_up_to_the_whole_scene_limit(predictor_factory):
     rgb = np.random.default_rng(4).integers(0, 255, (150, 200, 3), dtype=np.uint8)
-    predictor = predictor_factory(scale="whole")
-    assert predictor.batch_size == 1  # the default on CPU
+    predictor = predictor_factory()
+    assert predictor.scale == "whole" and predictor.batch_size == 1  # the defaults on CPU
     whole = predictor.predict_array(rgb)
     np.testing.assert_allclose(whole, predictor.tile_probability(rgb), atol=1e-6)  # one pass, resized
     native = predictor_factory(scale="native").predict_array(rgb)

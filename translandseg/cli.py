@@ -189,9 +189,9 @@ def _tile_options(parser) -> None:
     group = parser.add_argument_group("tiling")
     group.add_argument("--tile-size", type=int, help="tile side in pixels (default: the model input size)")
     group.add_argument("--overlap", type=int, help="tile overlap in pixels (default: a quarter tile)")
-    group.add_argument("--scale", choices=SCALES, default="native",
-                       help=f"scenes larger than one tile and at most {WHOLE_MAX_SIDE} px: native tiles (default), "
-                       "resized whole as in training, or both fused (larger scenes are always tiled)")  # fmt: skip
+    group.add_argument("--scale", choices=SCALES, default="whole",
+                       help=f"scenes larger than one tile and at most {WHOLE_MAX_SIDE} px: resized whole (default, as "
+                       "in training), native tiles, or both fused (larger scenes are always tiled)")  # fmt: skip
 
 
 def _bands(text: str):

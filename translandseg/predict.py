@@ -3,8 +3,8 @@
 How a scene is seen (``scale``): an image that fits in one tile is resized to the model's input as
 a whole (as in training). A larger one is cut into tiles of ``tile_size`` pixels at native
 resolution ("native") that overlap by ``overlap`` pixels; overlapping probabilities are blended
-with weights that ramp down towards tile edges. Scenes up to ``WHOLE_MAX_SIDE`` pixels may
-instead be resized whole ("whole", one encoder pass, as in training) or seen both ways and
+with weights that ramp down towards tile edges. Scenes up to ``WHOLE_MAX_SIDE`` pixels are by
+default resized whole instead ("whole", one encoder pass, as in training), or seen both ways and
 averaged ("fused"); ``bench/bench_automatic.py`` measures the three. Tiles go through the model in batches of
 ``batch_size``, one row of tiles at a time, and finished rows are written out at once, so memory
 grows with the raster's width, never with its area.
@@ -57,15 +57,15 @@ class Predictor:
     """Landslide probabilities from a TransLandSeg model, for arrays and rasters."""
 
     def __init__(self, model: TransLandSeg, tile_size: Optional[int] = None, overlap: Optional[int] = None,
-                 scale: str = "native", batch_size: Optional[int] = None) -> None:  # fmt: skip
+                 scale: str = "whole", batch_size: Optional[int] = None) -> None:  # fmt: skip
         """
         Args:
             model: a trained TransLandSeg model.
             tile_size: tile side in image pixels (default: the model's input size).
             overlap: overlap of neighbouring tiles in pixels (default: a quarter tile).
             scale: how a scene larger than one tile and at most ``WHOLE_MAX_SIDE`` is seen:
-                "native" tiles, "whole" (resized to the input, as in training), or "fused" (both,
-                averaged); bench/bench_automatic.py measures them.
+                "whole" (resized to the input, as in training; the default, best and fastest on
+                the held-out samples, bench/README.md), "native" tiles, or "fused" (both, averaged).
             batch_size: tiles per model call (default 1 on CPU, where batches measured no faster, else 4).
         """
         self.model = model.eval()
