@@ -1,0 +1,75 @@
+"""The automatic stage of the default recipe, trained again with one setting changed: which
+sample sets, which loss, which ATL variant. Each run uses the recipe's held-out split (never
+trained or selected on), its seeded selection fifth and its seed, and prints one Markdown row:
+held-out landslide IoU per set and pooled, F1 and mIoU pooled, trainable weights, seconds per
+epoch. The paper's variant study on the default base is this script run once per variant.
+
+    python bench/bench_automatic_training.py SAMPLES [--sets bijie landslide4sense]
+        [--loss bce+iou] [--variant mlp1] [--epochs 12] [--out runs/automatic-study]
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from translandseg.build import LITE
+from translandseg.data import find_pairs, load_pair, split_pairs
+from translandseg.default_model import HELD_OUT_FRACTION, SAMPLE_SETS, SPLIT_SEED, DefaultRecipe
+from translandseg.evaluation import ConfusionMatrix
+from translandseg.loading import load_model
+from translandseg.predict import Predictor
+from translandseg.training import train
+
+
+def held_out_metrics(predictor: Predictor, held_out_by_set) -> dict:
+    """Landslide IoU per set and pooled; F1 and mIoU pooled."""
+    pooled, row = ConfusionMatrix(), {}
+    for name, pairs in held_out_by_set.items():
+        matrix = ConfusionMatrix()
+        for pair in pairs:
+            rgb, valid, label = load_pair(pair)
+            predicted = predictor.predict_array(rgb, valid) > 0.5
+            matrix.update(predicted, label)
+            pooled.update(predicted, label)
+        row[f"{name} IoU"] = matrix.summary()["iou"]
+    summary = pooled.summary()
+    return {**row, "pooled IoU": summary["iou"], "F1": summary["f1"], "mIoU": summary["miou"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("samples", type=Path)
+    parser.add_argument("--sets", nargs="+", default=list(SAMPLE_SETS), help="sample sets to train on")
+    parser.add_argument("--loss", default=DefaultRecipe().automatic.loss)
+    parser.add_argument("--variant", default="mlp1")
+    parser.add_argument("--epochs", type=int, default=DefaultRecipe().automatic.epochs)
+    parser.add_argument("--out", type=Path, default=Path("runs/automatic-study"))
+    args = parser.parse_args()
+    recipe = DefaultRecipe()
+    training, held_out_by_set = [], {}
+    for name in SAMPLE_SETS:  # every set's held-out part is measured, whatever trains
+        part_train, part_held = split_pairs(find_pairs(args.samples / name), HELD_OUT_FRACTION, SPLIT_SEED)
+        held_out_by_set[name] = part_held
+        training += part_train if name in args.sets else []
+    fit, selection = split_pairs(training, recipe.selection_fraction, SPLIT_SEED)
+    torch.manual_seed(recipe.automatic.seed)
+    loaded = load_model(LITE, variant=args.variant)
+    config = recipe.automatic
+    config.loss, config.epochs = args.loss, args.epochs
+    run = args.out / f"{args.variant}-{args.loss}-{'+'.join(args.sets)}"
+    result = train(loaded, fit, selection, run, config, progress=True)
+    loaded = load_model(LITE, adapter=result.adapter_path)  # the best epoch
+    row = {"variant": args.variant, "loss": args.loss, "trained on": "+".join(args.sets),
+           "training images": len(training), "best epoch": result.best_epoch,
+           "trainable weights": sum(p.numel() for p in loaded.model.trainable_parameters()),
+           "s/epoch": sum(r["seconds"] for r in result.history) / len(result.history),
+           **held_out_metrics(Predictor(loaded.model), held_out_by_set)}  # fmt: skip
+    (run / "study.json").write_text(json.dumps(row, indent=1))
+    print("| " + " | ".join(row) + " |")
+    print("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()) + " |")
+
+
+if __name__ == "__main__":
+    main()
