@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import torch
+
 from .adapter import (
     AdapterInfo,
     has_prompt_decoder,
@@ -82,6 +84,7 @@ def train_default(samples: Path, out: Path, work_dir: Path, recipe: Optional[Def
     """Run the whole recipe; writes the adapter to ``out`` and returns its report."""
     recipe = recipe or DefaultRecipe()
     training, held_out = held_out_split(samples)
+    torch.manual_seed(recipe.automatic.seed)  # the ATL's initial weights
     loaded = load_model(LITE)
     if recipe.automatic_from:
         load_adapter(loaded.model, Path(recipe.automatic_from), LITE, loaded.sam_sha256)
