@@ -1,7 +1,7 @@
 """Train the ATL and mask decoder of TransLandSeg; SAM's encoder stays frozen.
 
-As the paper's code: 0.5 BCE + 0.5 Dice loss (``loss``; BCE + IoU, the paper's text, is the
-other choice), AdamW at 2e-4 with a cosine schedule down to 1e-7,
+As the paper: BCE + IoU loss (``loss``; 0.5 BCE + 0.5 Dice, as its public code, is the other
+choice), AdamW at 2e-4 with a cosine schedule down to 1e-7,
 the best epoch chosen by validation mIoU. Beyond it: early stopping, a time budget, and
 resuming from the last finished epoch after an interruption.
 
