@@ -29,7 +29,7 @@ SETTINGS = {  # name: Predictor keyword arguments
 
 
 def sample_set(pair) -> str:
-    return Path(pair.image).parent.parent.name
+    return pair.name.partition("/")[0]  # pair names are SET/IMAGE
 
 
 def main() -> None:

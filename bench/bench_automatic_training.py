@@ -15,12 +15,16 @@ from pathlib import Path
 import torch
 
 from translandseg.build import LITE
-from translandseg.data import find_pairs, load_pair, split_pairs
-from translandseg.default_model import HELD_OUT_FRACTION, SAMPLE_SETS, SPLIT_SEED, DefaultRecipe
+from translandseg.data import load_pair, split_pairs
+from translandseg.default_model import SAMPLE_SETS, SPLIT_SEED, DefaultRecipe, held_out_split
 from translandseg.evaluation import ConfusionMatrix
 from translandseg.loading import load_model
 from translandseg.predict import Predictor
 from translandseg.training import train
+
+
+def sample_set(pair) -> str:
+    return pair.name.partition("/")[0]  # pair names are SET/IMAGE
 
 
 def held_out_metrics(predictor: Predictor, held_out_by_set) -> dict:
@@ -48,11 +52,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/automatic-study"))
     args = parser.parse_args()
     recipe = DefaultRecipe()
-    training, held_out_by_set = [], {}
-    for name in SAMPLE_SETS:  # every set's held-out part is measured, whatever trains
-        part_train, part_held = split_pairs(find_pairs(args.samples / name), HELD_OUT_FRACTION, SPLIT_SEED)
-        held_out_by_set[name] = part_held
-        training += part_train if name in args.sets else []
+    training, held_out = held_out_split(args.samples)
+    training = [p for p in training if sample_set(p) in args.sets]
+    held_out_by_set = {name: [p for p in held_out if sample_set(p) == name] for name in SAMPLE_SETS}
     fit, selection = split_pairs(training, recipe.selection_fraction, SPLIT_SEED)
     torch.manual_seed(recipe.automatic.seed)
     loaded = load_model(LITE, variant=args.variant)

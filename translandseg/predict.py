@@ -1,13 +1,12 @@
 """Automatic landslide masks for images of any size: sliding window, blended, streamed to disk.
 
-How a scene is seen (``scale``): an image that fits in one tile is resized to the model's input as
-a whole (as in training). A larger one is cut into tiles of ``tile_size`` pixels at native
-resolution ("native") that overlap by ``overlap`` pixels; overlapping probabilities are blended
-with weights that ramp down towards tile edges. Scenes up to ``WHOLE_MAX_SIDE`` pixels are by
-default resized whole instead ("whole", one encoder pass, as in training), or seen both ways and
-averaged ("fused"); ``bench/bench_automatic.py`` measures the three. Tiles go through the model in batches of
-``batch_size``, one row of tiles at a time, and finished rows are written out at once, so memory
-grows with the raster's width, never with its area.
+How a scene is seen (``scale``): an image up to ``WHOLE_MAX_SIDE`` pixels is by default resized
+to the model's input as a whole ("whole", one encoder pass, as in training). A larger one, or any
+with "native", is cut into tiles of ``tile_size`` pixels at native resolution that overlap by
+``overlap`` pixels, their probabilities blended with weights that ramp down towards tile edges;
+"fused" averages both. ``bench/bench_automatic.py`` measures the three. Tiles go through the
+model in batches of ``batch_size``, one row of tiles at a time, and finished rows are written out
+at once, so memory grows with the raster's width, never with its area.
 """
 
 import os
@@ -133,8 +132,8 @@ class Predictor:
         if self.scale == "fused":
             native = np.zeros_like(prob)
 
-            def keep(window: Window, tiled: np.ndarray) -> None:
-                native[window.toslices()] = tiled
+            def keep(window: Window, part: np.ndarray) -> None:
+                native[window.toslices()] = part
 
             self._tiled(read, height, width, keep, progress)
             prob = (prob + native) / 2

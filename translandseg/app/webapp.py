@@ -174,7 +174,7 @@ def _open_stored(workspace: Workspace, image_id: str, bands: str, stretch: str,
         return session, *_view(session, problem(f"Cannot open {workspace.image_name(image_id)}: {error}"))
     left = ""
     if session is not None and session.unsaved and session.correction.prompts:
-        left = note(f"Unsaved clicks on {session.name} were left behind; it still holds what was last saved.")
+        left = note(f"Unsaved edits on {session.name} were left behind; it still holds what was last saved.")
     _close(session)
     return new, *_view(new, _describe(new) + left)
 
