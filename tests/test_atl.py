@@ -6,12 +6,12 @@ from translandseg.modeling import ATL_VARIANTS, DEFAULT_ATL_VARIANT, get_variant
 from translandseg.modeling.atl import high_frequency
 
 
-def test_nine_variants_with_the_papers_best_as_default():
-    assert len(ATL_VARIANTS) == 9
+def test_ten_variants_with_the_papers_best_as_default():
+    assert len(ATL_VARIANTS) == 10
     assert DEFAULT_ATL_VARIANT == "mlp1"
     default = ATL_VARIANTS["mlp1"]
     assert (default.middle, default.middle_layers, default.deployment, default.residual) == ("mlp", 1, "every", False)
-    assert {v.deployment for v in ATL_VARIANTS.values()} == {"every", "first", "global"}
+    assert {v.deployment for v in ATL_VARIANTS.values()} == {"every", "first", "global", "inside"}
     assert {v.residual for v in ATL_VARIANTS.values()} == {True, False}
     assert {(v.middle, v.middle_layers) for v in ATL_VARIANTS.values()} >= {("mlp", 1), ("mlp", 2)}
     assert any(v.middle == "conv" for v in ATL_VARIANTS.values())
@@ -19,7 +19,7 @@ def test_nine_variants_with_the_papers_best_as_default():
         get_variant("mlp7")
 
 
-@pytest.mark.parametrize("name", list(ATL_VARIANTS))
+@pytest.mark.parametrize("name", [n for n, v in ATL_VARIANTS.items() if v.deployment != "inside"])
 def test_every_variant_prompts_its_blocks_and_segments(name):
     torch.manual_seed(0)
     model = build_translandseg("tiny", image_size=64, variant=name)
@@ -39,6 +39,29 @@ def test_residual_adds_the_module_input():
     residual = build_translandseg("tiny", 64, "mlp1_res").atl.lightweight[0]
     x = torch.randn(1, 4, 4, 2)
     torch.testing.assert_close(residual(x), plain(x) + x)
+
+
+def test_inblock_adapter_adapts_every_attention_output_only_while_encoding():
+    torch.manual_seed(0)
+    model = build_translandseg("tiny", image_size=64, variant="inblock")
+    adapters = model.atl.adapters
+    assert len(adapters) == SAM_CONFIGS["tiny"].encoder_depth
+    assert all((a.down.in_features, a.down.out_features) == (64, 16) for a in adapters)  # width / 4
+    seen = []  # what each attention hands back to its block (hooks run after the adapter's)
+    for block in model.image_encoder.blocks:
+        block.attn.register_forward_hook(lambda module, inputs, output: seen.append(output))
+    images = torch.rand(1, 3, 64, 64) * 255
+    plain = model.encode_plain(images)
+    raw, seen[:] = list(seen), []
+    adapted = model.encode(images)
+    assert len(raw) == len(seen) == 4
+    first, y = adapters[0], raw[0]  # the first block's input is the same in both passes
+    expected = y + first.up(torch.nn.functional.gelu(first.down(y)))
+    torch.testing.assert_close(seen[0], expected)
+    assert not torch.allclose(adapted, plain)
+    torch.testing.assert_close(model.encode_plain(images), plain)  # the plain encoder stays plain
+    model(images).mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.atl.parameters())
 
 
 def test_high_frequency_removes_the_low_frequencies():

