@@ -89,7 +89,7 @@ def test_a_click_is_planned_prompted_and_merged_as_refinement_says(session, auto
     mask = session.click(60.5, 80.5, positive=True)  # far from the landslide: a new region
     assert np.array_equal(mask, expected_after(session, before, [], (60, 80, True)))
     assert mask[80, 60] and session.prompts == (Click(60.5, 80.5, True),)
-    assert np.array_equal(mask[:40, :40], automatic[:40, :40])  # the other landslide is untouched
+    assert np.array_equal(mask[:31, :31], automatic[:31, :31])  # the other landslide is untouched
     second = mask.copy()
     mask = session.click(21, 21, positive=False)  # refines the automatic region, both clicks in view
     assert np.array_equal(mask, expected_after(session, second, [PointClick(60, 80, True)], (21, 21, False)))
@@ -138,6 +138,31 @@ def test_region_refinement_on_arrays():
     refinement = plan(mask, [], negative, 40, 40)
     after, fallback = merged(mask, refinement, np.ones_like(mask), negative)  # the decoder keeps it all
     assert fallback and not after[10, 10] and after[5, 5] and after[30, 30].all()  # a disk is cut instead
+
+
+def test_the_fallback_disk_reaches_the_nearest_pixel_with_the_clicked_label():
+    mask = np.zeros((200, 200), bool)
+    mask[50:150, 50:100] = True  # the region; the analyst's landslide also covers columns 100-109
+    click = PointClick(105, 100, True)  # in the middle of the missed strip, 6 pixels from the edge
+    refinement = plan(mask, [], click, 200, 200)
+    refused = np.zeros_like(mask)  # the decoder leaves the clicked pixel unmarked
+    after, fallback = merged(mask, refinement, refused, click, output_side=256)
+    added = after & ~mask
+    assert fallback and added[100, 100:112].all() and not added[100, 112:].any()  # a disk of radius 6
+    assert after[mask].all()  # nothing taken away
+    far = PointClick(180, 20, True)  # far from every landslide: the disk stops at four times the smallest
+    after, _ = merged(mask, plan(mask, [], far, 200, 200), refused, far, output_side=256)
+    assert np.count_nonzero(after & ~mask) == np.count_nonzero(_disk_of(200, 180, 20, 4 * 3))
+    inside = PointClick(60, 100, False)  # a negative click 11 pixels from the nearest unmarked pixel
+    refinement = plan(mask, [], inside, 200, 200)
+    after, fallback = merged(mask, refinement, np.ones_like(mask), inside, output_side=256)
+    cut = mask & ~after
+    assert fallback and cut[100, 50:72].all() and not cut[100, 72:].any() and not cut[:, :50].any()
+
+
+def _disk_of(side, x, y, radius):
+    rows, cols = np.ogrid[:side, :side]
+    return (rows - y) ** 2 + (cols - x) ** 2 <= radius**2
 
 
 def test_undo_redo_and_reset_are_exact(session, automatic):

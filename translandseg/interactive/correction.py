@@ -6,7 +6,8 @@ around that region (the whole image when it fits ``focus_min_side``), every clic
 window and the current mask there, and its answer replaces the region: a positive click grows
 or reshapes it (far from any landslide it starts a new region), a negative click shrinks or
 deletes it, and no other landslide is touched. When the answer leaves the clicked pixel with the
-wrong label, a small disk around the click is added or cut instead, and ``note`` says so.
+wrong label, a disk around the click, reaching the nearest pixel that already has the clicked
+label, is added or cut instead, and ``note`` says so.
 
 A box adds (positive) or removes (negative) what the decoder finds inside it. Brush and eraser
 strokes and polygons (``painting``) need no model: they add or remove exactly the pixels they
@@ -237,8 +238,8 @@ class CorrectionSession:
         after, fallback = merged(current, refinement, answer, pixel, valid, self.prompter.output_side)
         note = ""
         if fallback:
-            note = (f"the model left the clicked pixel {'unmarked' if pixel.positive else 'marked'}, so a small "
-                    f"disk around it was {'added' if pixel.positive else 'cut out'} instead")  # fmt: skip
+            note = (f"the model left the clicked pixel {'unmarked' if pixel.positive else 'marked'}, so a disk "
+                    f"around it was {'added' if pixel.positive else 'cut out'} instead")  # fmt: skip
         return refinement.window, after, note
 
     def _boxed(self, box: Box) -> Tuple[WindowBox, np.ndarray, str]:

@@ -15,9 +15,12 @@ in use:
    logits, ``mask_logits``). A positive click replaces the region by the decoder's answer, kept
    to the parts of it that touch the region or the click; a negative click only removes pixels
    of the region. Other landslides in the window are never touched.
-4. **Consistency.** When the answer leaves the clicked pixel with the wrong label, a disk around
-   the click (a few decoder pixels wide) is added (positive) or cut from the region (negative),
-   and the caller is told.
+4. **Consistency.** When the answer leaves the clicked pixel with the wrong label, the answer is
+   dropped and a disk around the click is added (positive) or cut from the region (negative)
+   instead, and the caller is told. The disk reaches the nearest pixel that already carries the
+   clicked label (a click in the middle of a missed strip fills it up to the mask's edge), at
+   least ``FALLBACK_OUTPUT_PIXELS`` decoder pixels (and ``REACH``), at most ``FALLBACK_REACH``
+   times that.
 """
 
 from dataclasses import dataclass
@@ -32,7 +35,8 @@ REACH = 3  # pixels: a click this close to a landslide refines it
 FOCUS_EXPANSION = 1.4  # the window's side over the region's longest side
 SNAP = 16  # window starts are multiples of this
 MASK_LOGIT = 8.0  # the logit that a fully landslide (or background) pixel of the current mask gets
-FALLBACK_OUTPUT_PIXELS = 2  # the consistency disk's radius, in decoder output pixels
+FALLBACK_OUTPUT_PIXELS = 2  # the consistency disk's smallest radius, in decoder output pixels
+FALLBACK_REACH = 4  # its largest radius over its smallest
 _EIGHT = np.ones((3, 3), bool)
 
 
@@ -150,13 +154,22 @@ def merged(current: np.ndarray, refinement: Refinement, answer: np.ndarray, clic
         new &= valid | current  # nothing is added on nodata
     if bool(new[y, x]) == click.positive:
         return new, False
-    radius = max(REACH, int(np.ceil(FALLBACK_OUTPUT_PIXELS * max(region.shape) / output_side)))
-    disk = _disk(region.shape, x, y, radius)
+    smallest = max(REACH, int(np.ceil(FALLBACK_OUTPUT_PIXELS * max(region.shape) / output_side)))
+    labelled = current if click.positive else ~current
+    disk = _disk(region.shape, x, y, max(smallest, _distance_to(labelled, x, y, FALLBACK_REACH * smallest)))
     if click.positive:
-        new |= disk & (valid if valid is not None else True)
-    else:
-        new &= ~(disk & region)
-    return new, True
+        return current | (disk & (valid if valid is not None else True)), True
+    return current & ~(disk & region), True
+
+
+def _distance_to(mask: np.ndarray, x: int, y: int, limit: float) -> float:
+    """The distance from pixel (x, y) to the nearest True pixel of ``mask``, or ``limit`` when none is nearer."""
+    reach = int(np.ceil(limit))
+    top, left = max(0, y - reach), max(0, x - reach)
+    rows, cols = np.nonzero(mask[top : y + reach + 1, left : x + reach + 1])
+    if not len(rows):
+        return limit
+    return float(min(limit, np.sqrt(((rows + top - y) ** 2 + (cols + left - x) ** 2).min())))
 
 
 def _disk(shape: Tuple[int, int], x: float, y: float, radius: float) -> np.ndarray:
