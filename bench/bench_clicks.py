@@ -127,7 +127,8 @@ def run_side(tree: Path, pairs_file: Path, adapter: Path, max_clicks: int, focus
     return json.loads(out.read_text())
 
 
-def compare(samples: Path, before_ref: str, before_adapter, adapters: list, max_clicks: int) -> None:
+def compare(samples: Path, before_ref: str, before_adapter, adapters: list, max_clicks: int,
+            focus_crops: bool = True) -> None:  # fmt: skip
     sys.path.insert(0, str(HERE.parents[1]))
     from translandseg.default_model import DEFAULT_ADAPTER, held_out_split
 
@@ -147,7 +148,7 @@ def compare(samples: Path, before_ref: str, before_adapter, adapters: list, max_
         sides = {f"before ({before_ref})": run_side(before_tree, pairs_file, before_adapter, max_clicks, None,
                                                     folder / "before.json")}  # fmt: skip
         sides["after"] = run_side(HERE.parents[1], pairs_file, adapters[0], max_clicks, None, folder / "after.json")
-        for number, adapter in enumerate(adapters):  # the zoomed-in alternative, and other decoders with it
+        for number, adapter in enumerate(adapters if focus_crops else []):  # zoomed in, other decoders with it
             name = "focus crops" if number == 0 else f"{Path(adapter).name}, focus crops"
             sides[name] = run_side(HERE.parents[1], pairs_file, adapter, max_clicks, FOCUS_CROP_SIDE,
                                    folder / f"{number}.json")  # fmt: skip
@@ -203,9 +204,10 @@ def main() -> None:
     parser.add_argument("--adapter", type=Path, action="append",
                         help="default: the adapter this tree ships; again to measure more adapters on this tree")
     parser.add_argument("--max-clicks", type=int, default=20)
+    parser.add_argument("--no-focus-crops", action="store_true", help="measure only before and after")
     args = parser.parse_args()
     adapters = args.adapter or [HERE.parents[1] / "assets" / "translandseg-lite.safetensors"]
-    compare(args.samples, args.before, args.before_adapter, adapters, args.max_clicks)
+    compare(args.samples, args.before, args.before_adapter, adapters, args.max_clicks, not args.no_focus_crops)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
     python bench/bench_model.py encoder    # vit_b encoder + ATL forward at 256/512/1024
     python bench/bench_model.py train      # one training step, vit_b at 256, batch 2
     python bench/bench_model.py tiled      # peak RSS of tiled prediction up to a 10000^2 GeoTIFF
+    python bench/bench_model.py variants   # one training step per ATL variant on lite, batch 1
 """
 
 import argparse
@@ -24,6 +25,7 @@ from rasterio.windows import Window
 
 from translandseg.build import build_translandseg
 from translandseg.losses import bce_iou_loss
+from translandseg.modeling import ATL_VARIANTS
 from translandseg.predict import Predictor, predict_file
 
 
@@ -47,9 +49,28 @@ def bench_encoder() -> None:
 
 
 def bench_train_step() -> None:
-    model = build_translandseg("vit_b", 256).train()
+    seconds = _train_step_seconds(build_translandseg("vit_b", 256), batch=2)
+    print(f"vit_b training step at 256px, batch 2: {seconds:.2f} s")
+
+
+def bench_variant_steps() -> None:
+    """The default recipe's training step (lite, batch 1) for every ATL variant that applies to it."""
+    print("| variant | ATL weights | s/step |")
+    print("| --- | --- | --- |")
+    for name, variant in ATL_VARIANTS.items():
+        if variant.deployment == "global":
+            continue  # TinyViT has no global-attention blocks
+        model = build_translandseg("lite", variant=name)
+        weights = sum(p.numel() for p in model.atl.parameters())
+        print(f"| {name} | {weights:,} | {_train_step_seconds(model, batch=1):.2f} |", flush=True)
+
+
+def _train_step_seconds(model, batch: int) -> float:
+    """Median seconds of a forward + backward + optimiser step through the frozen encoder."""
+    model.train()
+    size = model.image_size
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=2e-4)
-    images, masks = torch.rand(2, 3, 256, 256) * 255, (torch.rand(2, 1, 256, 256) > 0.5).float()
+    images, masks = torch.rand(batch, 3, size, size) * 255, (torch.rand(batch, 1, size, size) > 0.5).float()
 
     def step():
         loss = bce_iou_loss(model(images), masks)
@@ -58,9 +79,7 @@ def bench_train_step() -> None:
         optimizer.step()
 
     step()
-    seconds = _timed(step, 3)
-    print(f"vit_b training step at 256px, batch 2: {seconds:.2f} s "
-          f"(30 images per epoch: ~{15 * seconds / 60:.1f} min + validation)")  # fmt: skip
+    return _timed(step, 5)
 
 
 def _write_scene(path: Path, width: int, height: int) -> None:
@@ -107,7 +126,7 @@ def bench_tiled_sizes() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["encoder", "train", "tiled", "tiled-one"])
+    parser.add_argument("what", choices=["encoder", "train", "variants", "tiled", "tiled-one"])
     parser.add_argument("--scene", type=Path, help="with tiled-one: the GeoTIFF to predict")
     args = parser.parse_args()
     machine = platform.processor() or platform.machine()
@@ -116,6 +135,8 @@ def main() -> None:
         bench_encoder()
     elif args.what == "train":
         bench_train_step()
+    elif args.what == "variants":
+        bench_variant_steps()
     elif args.what == "tiled-one":
         bench_tiled(args.scene)
     else:

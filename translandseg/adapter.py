@@ -2,7 +2,9 @@
 
 An adapter holds the ATL and the mask decoder of automatic masks, and optionally a mask
 decoder tuned for point prompts (keys ``prompt_decoder.*``) that replaces the base model's
-decoder for clicks. Weights may be stored as float16 (half the file) and are loaded as the
+decoder for clicks. A point-decoder weight equal to the automatic decoder's (a part the click
+training kept, such as the shared transformer) is stored once, under ``mask_decoder.*``, and
+read from there. Weights may be stored as float16 (half the file) and are loaded as the
 model's float32.
 """
 
@@ -24,6 +26,7 @@ from .modeling import TransLandSeg
 FORMAT = "translandseg-adapter/1"
 TRAINED_PARTS = ("atl.", "mask_decoder.")
 PROMPT_DECODER = "prompt_decoder."
+PROMPT_DECODER_FLAG = "prompt_decoder"  # metadata: the file carries a point decoder, however few keys
 
 
 class AdapterError(ValueError):
@@ -65,17 +68,30 @@ def save_adapter(model: TransLandSeg, path: Path, info: AdapterInfo, prompt_deco
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v for k, v in model.state_dict().items() if k.startswith(TRAINED_PARTS)}
     if prompt_decoder is not None:
-        tensors.update({PROMPT_DECODER + k: v for k, v in prompt_decoder.state_dict().items()})
+        automatic = model.mask_decoder.state_dict()
+        tensors.update({PROMPT_DECODER + k: v for k, v in prompt_decoder.state_dict().items()
+                        if not torch.equal(v, automatic[k])})  # fmt: skip
     tensors = {k: _stored(v.detach().cpu(), dtype).contiguous() for k, v in tensors.items()}
     fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        save_file(tensors, tmp, metadata=info.to_metadata())
+        metadata = {**info.to_metadata(), **({PROMPT_DECODER_FLAG: "tuned"} if prompt_decoder is not None else {})}
+        save_file(tensors, tmp, metadata=metadata)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+@torch.no_grad()
+def round_to_storage(model: TransLandSeg, prompt_decoder: Optional[MaskDecoder], dtype: torch.dtype) -> None:
+    """Round the weights an adapter stores to ``dtype`` in place (kept as the model's dtype), so the
+    model in memory is exactly what loading the stored file gives."""
+    modules = [model.atl, model.mask_decoder] + ([prompt_decoder] if prompt_decoder is not None else [])
+    for tensor in (t for module in modules for t in module.state_dict().values()):
+        if tensor.is_floating_point():
+            tensor.copy_(tensor.to(dtype))
 
 
 def _stored(tensor: torch.Tensor, dtype: Optional[torch.dtype]) -> torch.Tensor:
@@ -124,9 +140,11 @@ def load_adapter(model: TransLandSeg, path: Path, model_type: str, base_sha256: 
         )
     with safe_open(str(path), framework="pt", device=str(model.device)) as f:
         tensors = {k: f.get_tensor(k) for k in f.keys()}
+        carries_prompt_decoder = (f.metadata() or {}).get(PROMPT_DECODER_FLAG) == "tuned"
     tuned = {k[len(PROMPT_DECODER) :]: tensors.pop(k) for k in list(tensors) if k.startswith(PROMPT_DECODER)}
-    if tuned and prompt_decoder is not None:
-        prompt_decoder.load_state_dict(tuned)
+    if (tuned or carries_prompt_decoder) and prompt_decoder is not None:
+        shared = {k[len("mask_decoder.") :]: v for k, v in tensors.items() if k.startswith("mask_decoder.")}
+        prompt_decoder.load_state_dict({**shared, **tuned})
     result = model.load_state_dict(tensors, strict=False)
     if result.unexpected_keys or any(k.startswith(TRAINED_PARTS) for k in result.missing_keys):
         raise AdapterError(f"{path} does not fit the model: {result}")
@@ -136,4 +154,5 @@ def load_adapter(model: TransLandSeg, path: Path, model_type: str, base_sha256: 
 def has_prompt_decoder(path: Path) -> bool:
     """Whether the adapter file carries its own point-prompt decoder."""
     with safe_open(str(path), framework="pt") as f:
-        return any(k.startswith(PROMPT_DECODER) for k in f.keys())
+        flagged = (f.metadata() or {}).get(PROMPT_DECODER_FLAG) == "tuned"
+        return flagged or any(k.startswith(PROMPT_DECODER) for k in f.keys())

@@ -11,8 +11,10 @@ is the reproducible recipe behind that adapter (``translandseg train-default``):
    decoder of an earlier adapter (its own training images must lie in this training part);
 3. the point decoder, started from the automatic decoder, trained for the correction engine with
    simulated click sequences from the automatic masks and from empty (``interactive.training``);
-4. automatic-mask metrics, NoC@85/90 and IoU after k clicks on the held-out part, written into
-   the adapter.
+4. the trained weights rounded to the file's precision (``storage``, float16), then
+   automatic-mask metrics, NoC@85/90 and IoU after k clicks on the held-out part, written into
+   the adapter: the figures are those of the file as it loads (the report also holds them
+   before rounding).
 """
 
 import json
@@ -27,6 +29,7 @@ from .adapter import (
     has_prompt_decoder,
     load_adapter,
     read_adapter_info,
+    round_to_storage,
     save_adapter,
     storage_dtype,
 )
@@ -55,6 +58,7 @@ class DefaultRecipe:
     clicks: ClickTrainConfig = field(default_factory=ClickTrainConfig)
     selection_fraction: float = 0.2  # of the training part, to pick the best automatic epoch
     automatic_from: Optional[str] = None  # an adapter whose ATL and automatic decoder stage 2 starts from
+    storage: str = "float16"  # the adapter file's weights; measured as stored
 
 
 def held_out_split(samples: Path) -> Tuple[List[Pair], List[Pair]]:
@@ -103,6 +107,9 @@ def train_default(samples: Path, out: Path, work_dir: Path, recipe: Optional[Def
 
     frames = prepare_frames(prompter, training, automatic_mask, recipe.clicks, progress)
     click_history = train_point_decoder(prompter, frames, recipe.clicks, progress)
+    unrounded = measure(loaded, held_out, progress) if recipe.storage != "float32" else None
+    dtype = getattr(torch, recipe.storage)
+    round_to_storage(loaded.model, loaded.prompt_decoder, dtype)
     metrics = measure(loaded, held_out, progress)
     report = {
         "recipe": asdict(recipe),
@@ -112,11 +119,12 @@ def train_default(samples: Path, out: Path, work_dir: Path, recipe: Optional[Def
         "click_frames": len(frames),
         "click_history": click_history,
         "held_out_metrics": metrics,
+        "held_out_metrics_float32": unrounded or metrics,
     }
     snapshot = json.dumps({k: report[k] for k in ("recipe", "training", "held_out")})
     info = AdapterInfo(LITE, loaded.sam_sha256, loaded.model.atl.variant.name, loaded.model.image_size,
                        snapshot, metrics)  # fmt: skip
-    save_adapter(loaded.model, out, info, loaded.prompt_decoder)
+    save_adapter(loaded.model, out, info, loaded.prompt_decoder, dtype=dtype)
     return report
 
 

@@ -39,6 +39,7 @@ class ClickTrainConfig:
     weight_decay: float = 0.01
     accumulate: int = 4  # sequences per optimiser step
     click_weight: float = 0.0  # of the BCE at the clicked pixels (1.0 measured in bench/README.md)
+    kept: Tuple[str, ...] = ()  # decoder parts left as they start (an adapter stores them once)
     seed: int = 42
     max_steps: Optional[int] = None  # stop early (a smoke run)
 
@@ -97,7 +98,10 @@ def train_point_decoder(prompter: PointPrompter, frames: Sequence[ClickFrame], c
     rng = np.random.default_rng(config.seed)
     decoder = prompter.prompt_decoder
     decoder.requires_grad_(True).train()
-    optimizer = torch.optim.AdamW(decoder.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    for part in config.kept:
+        getattr(decoder, part).requires_grad_(False)
+    trained = [p for p in decoder.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=config.lr, weight_decay=config.weight_decay)
     history, steps = [], 0
     for epoch in range(1, config.epochs + 1):
         losses = []
