@@ -1,0 +1,44 @@
+"""The point decoder's click training on a tiny SAM: it trains what it is told to, keeps the rest."""
+
+import numpy as np
+import pytest
+import torch
+
+from translandseg.interactive.embedding_cache import EmbeddingCache
+from translandseg.interactive.prompting import PointPrompter
+from translandseg.interactive.training import ClickFrame, ClickTrainConfig, train_point_decoder
+from translandseg.loading import load_model
+
+
+@pytest.fixture
+def prompter(tiny_sam_checkpoint):
+    loaded = load_model("tiny", tiny_sam_checkpoint, image_size=64)
+    return PointPrompter(loaded.model, loaded.prompt_decoder, loaded.prompt_model_id, EmbeddingCache(0))
+
+
+def _frames(prompter, count=4):
+    rng = np.random.default_rng(0)
+    frames = []
+    for _ in range(count):
+        label = np.zeros((48, 48), bool)
+        top, left = rng.integers(4, 24, 2)
+        label[top : top + 16, left : left + 16] = True
+        rgb = rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)
+        rgb[label] = 200
+        embedding = torch.from_numpy(prompter.encode(rgb))
+        frames.append(ClickFrame(embedding, label, np.ones_like(label), np.zeros_like(label)))
+    return frames
+
+
+@pytest.mark.parametrize("kept", [(), ("transformer",)])
+def test_click_training_changes_the_decoder_but_what_it_keeps(prompter, kept):
+    before = {k: v.clone() for k, v in prompter.prompt_decoder.state_dict().items()}
+    config = ClickTrainConfig(epochs=1, max_clicks=2, accumulate=1, lr=1e-2, kept=kept, max_steps=3)
+    history = train_point_decoder(prompter, _frames(prompter), config, progress=False)
+    assert history and np.isfinite(history[0]["loss"])
+    after = prompter.prompt_decoder.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    transformer = {k for k in before if k.startswith("transformer.")}
+    assert any(k.startswith("output_hypernetworks_mlps.") for k in changed)
+    assert bool(changed & transformer) == (kept == ())
+    assert not any(p.requires_grad for p in prompter.prompt_decoder.parameters())  # frozen again after
