@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 from safetensors import safe_open
@@ -7,6 +9,7 @@ from translandseg.adapter import (
     AdapterInfo,
     load_adapter,
     read_adapter_info,
+    round_to_storage,
     save_adapter,
     storage_dtype,
 )
@@ -81,8 +84,6 @@ def test_a_float16_adapter_is_half_the_size_and_loads_as_float32(tmp_path):
 
 
 def test_point_decoder_weights_shared_with_the_automatic_decoder_are_stored_once(tmp_path):
-    import copy
-
     torch.manual_seed(4)
     trained = build_translandseg("tiny", 64)
     clicks = copy.deepcopy(trained.mask_decoder)  # click training changed the heads, kept the transformer
@@ -101,10 +102,6 @@ def test_point_decoder_weights_shared_with_the_automatic_decoder_are_stored_once
 
 
 def test_rounded_to_storage_the_model_is_what_its_float16_file_loads_as(tmp_path):
-    import copy
-
-    from translandseg.adapter import round_to_storage
-
     torch.manual_seed(5)
     trained = build_translandseg("tiny", 64)
     clicks = copy.deepcopy(trained.mask_decoder)
