@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import write_pairs
-from translandseg.adapter import read_adapter_info
+from translandseg.adapter import AdapterInfo, read_adapter_info, save_adapter
 from translandseg.data import LandslideDataset, find_all_pairs, find_pairs, split_pairs
 from translandseg.evaluation import evaluate
 from translandseg.loading import load_model
@@ -143,3 +143,22 @@ def test_the_loss_setting_changes_what_training_optimises(tiny_sam_checkpoint, t
     (dice_state, dice_loss), (iou_state, iou_loss) = trained["bce+dice"], trained["bce+iou"]
     assert dice_loss < iou_loss  # half BCE + half Dice is smaller than BCE + IoU from the same start
     assert not torch.equal(dice_state["mask_decoder.mask_tokens.weight"], iou_state["mask_decoder.mask_tokens.weight"])
+
+
+def test_retraining_an_adapter_keeps_its_tuned_point_decoder(tiny_sam_checkpoint, tmp_path):
+    pairs = find_pairs(write_pairs(tmp_path / "d", 4))
+    torch.manual_seed(6)
+    first = load_model("tiny", tiny_sam_checkpoint, image_size=64)
+    with torch.no_grad():  # a point decoder tuned apart from the automatic one
+        for weight in first.prompt_decoder.output_hypernetworks_mlps.parameters():
+            weight.add_(0.25)
+    info = AdapterInfo("tiny", first.sam_sha256, first.model.atl.variant.name, 64, "", {})
+    start = save_adapter(first.model, tmp_path / "start.safetensors", info, first.prompt_decoder)
+    loaded = load_model("tiny", tiny_sam_checkpoint, adapter=start)
+    result = train(loaded, *split_pairs(pairs), tmp_path / "run", TrainConfig(epochs=1), progress=False)
+    retrained = load_model("tiny", tiny_sam_checkpoint, adapter=result.adapter_path)
+    assert retrained.prompt_decoder_tuned
+    for key, value in first.prompt_decoder.state_dict().items():
+        torch.testing.assert_close(retrained.prompt_decoder.state_dict()[key], value, rtol=0, atol=0)
+    automatic = retrained.model.mask_decoder.state_dict()
+    assert any(not torch.equal(automatic[k], v) for k, v in first.model.mask_decoder.state_dict().items())
