@@ -7,11 +7,11 @@ from safetensors import safe_open
 from translandseg.adapter import (
     AdapterError,
     AdapterInfo,
+    adapter_storage,
     load_adapter,
     read_adapter_info,
     round_to_storage,
     save_adapter,
-    storage_dtype,
 )
 from translandseg.build import build_translandseg
 
@@ -69,11 +69,11 @@ def test_a_float16_adapter_is_half_the_size_and_loads_as_float32(tmp_path):
     torch.manual_seed(3)
     trained = build_translandseg("tiny", 64)
     full = save_adapter(trained, tmp_path / "full.safetensors", _info())
-    half = save_adapter(trained, tmp_path / "half.safetensors", _info(), dtype=torch.float16)
+    half = save_adapter(trained, tmp_path / "half.safetensors", _info(), storage="float16")
     with safe_open(str(half), framework="pt") as f:
         assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F16"}
     assert half.stat().st_size < 0.55 * full.stat().st_size
-    assert (storage_dtype(half), storage_dtype(full)) == (torch.float16, torch.float32)
+    assert (adapter_storage(half), adapter_storage(full)) == ("float16", "float32")
     fresh = build_translandseg("tiny", 64)
     load_adapter(fresh, half, "tiny", "ab" * 32)
     for key, value in trained.state_dict().items():
@@ -106,11 +106,11 @@ def test_rounded_to_storage_the_model_is_what_its_float16_file_loads_as(tmp_path
     trained = build_translandseg("tiny", 64)
     clicks = copy.deepcopy(trained.mask_decoder)
     before = trained.state_dict()["mask_decoder.output_upscaling.0.weight"].clone()
-    round_to_storage(trained, clicks, torch.float16)
+    round_to_storage(trained, clicks, "float16")
     after = trained.state_dict()["mask_decoder.output_upscaling.0.weight"]
     assert after.dtype == torch.float32 and not torch.equal(after, before)
     torch.testing.assert_close(after, before.half().float(), rtol=0, atol=0)
-    path = save_adapter(trained, tmp_path / "a.safetensors", _info(), clicks, dtype=torch.float16)
+    path = save_adapter(trained, tmp_path / "a.safetensors", _info(), clicks, "float16")
     fresh = build_translandseg("tiny", 64)
     point = copy.deepcopy(fresh.mask_decoder)
     load_adapter(fresh, path, "tiny", "ab" * 32, point)

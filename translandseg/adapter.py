@@ -4,8 +4,8 @@ An adapter holds the ATL and the mask decoder of automatic masks, and optionally
 decoder tuned for point prompts (keys ``prompt_decoder.*``) that replaces the base model's
 decoder for clicks. A point-decoder weight equal to the automatic decoder's (a part the click
 training kept, such as the shared transformer) is stored once, under ``mask_decoder.*``, and
-read from there. Weights may be stored as float16 (half the file) and are loaded as the
-model's float32.
+read from there. Weights may be stored as float16 (half the file) or int8 (``weight_storage``)
+and are loaded as the model's float32.
 """
 
 import json
@@ -22,6 +22,7 @@ from safetensors.torch import save_file
 from segment_anything.modeling import MaskDecoder
 
 from .modeling import TransLandSeg
+from .weight_storage import decoded, encoded, rounded, storage_of
 
 FORMAT = "translandseg-adapter/1"
 TRAINED_PARTS = ("atl.", "mask_decoder.")
@@ -61,9 +62,9 @@ class AdapterInfo:
 
 
 def save_adapter(model: TransLandSeg, path: Path, info: AdapterInfo, prompt_decoder: Optional[MaskDecoder] = None,
-                 dtype: Optional[torch.dtype] = None) -> Path:  # fmt: skip
+                 storage: str = "float32") -> Path:  # fmt: skip
     """Write the ATL and decoder weights of ``model`` (and a tuned ``prompt_decoder``) to ``path``
-    atomically; floating-point weights stored as ``dtype`` when given (e.g. ``torch.float16``)."""
+    atomically, stored as ``storage`` (``weight_storage.STORAGES``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v for k, v in model.state_dict().items() if k.startswith(TRAINED_PARTS)}
@@ -71,7 +72,7 @@ def save_adapter(model: TransLandSeg, path: Path, info: AdapterInfo, prompt_deco
         automatic = model.mask_decoder.state_dict()
         tensors.update({PROMPT_DECODER + k: v for k, v in prompt_decoder.state_dict().items()
                         if not torch.equal(v, automatic[k])})  # fmt: skip
-    tensors = {k: _stored(v.detach().cpu(), dtype).contiguous() for k, v in tensors.items()}
+    tensors = {k: v.contiguous() for k, v in encoded({k: v.detach().cpu() for k, v in tensors.items()}, storage).items()}
     fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
@@ -85,24 +86,19 @@ def save_adapter(model: TransLandSeg, path: Path, info: AdapterInfo, prompt_deco
 
 
 @torch.no_grad()
-def round_to_storage(model: TransLandSeg, prompt_decoder: Optional[MaskDecoder], dtype: torch.dtype) -> None:
-    """Round the weights an adapter stores to ``dtype`` in place (kept as the model's dtype), so the
-    model in memory is exactly what loading the stored file gives."""
+def round_to_storage(model: TransLandSeg, prompt_decoder: Optional[MaskDecoder], storage: str) -> None:
+    """Round the weights an adapter stores to ``storage`` in place (kept as the model's dtype), so
+    the model in memory is exactly what loading the stored file gives."""
     modules = [model.atl, model.mask_decoder] + ([prompt_decoder] if prompt_decoder is not None else [])
     for tensor in (t for module in modules for t in module.state_dict().values()):
         if tensor.is_floating_point():
-            tensor.copy_(tensor.to(dtype))
+            tensor.copy_(rounded(tensor, storage))
 
 
-def _stored(tensor: torch.Tensor, dtype: Optional[torch.dtype]) -> torch.Tensor:
-    return tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
-
-
-def storage_dtype(path: Path) -> torch.dtype:
-    """The dtype an adapter file stores its weights in (float32 or float16)."""
+def adapter_storage(path: Path) -> str:
+    """How an adapter file stores its weights: "float32", "float16" or "int8"."""
     with safe_open(str(path), framework="pt") as f:
-        stored = {f.get_slice(k).get_dtype() for k in f.keys()}
-    return torch.float16 if stored == {"F16"} else torch.float32
+        return storage_of(f.get_slice(k).get_dtype() for k in f.keys())
 
 
 def read_adapter_info(path: Path) -> AdapterInfo:
@@ -139,7 +135,7 @@ def load_adapter(model: TransLandSeg, path: Path, model_type: str, base_sha256: 
             f"{model.atl.variant.name} at {model.image_size}px"
         )
     with safe_open(str(path), framework="pt", device=str(model.device)) as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        tensors = decoded({k: f.get_tensor(k) for k in f.keys()})
         carries_prompt_decoder = (f.metadata() or {}).get(PROMPT_DECODER_FLAG) == "tuned"
     tuned = {k[len(PROMPT_DECODER) :]: tensors.pop(k) for k in list(tensors) if k.startswith(PROMPT_DECODER)}
     if (tuned or carries_prompt_decoder) and prompt_decoder is not None:

@@ -21,6 +21,7 @@ from .predict import SCALES, WHOLE_MAX_SIDE
 from .raster import ImageReadError
 from .sam_checkpoints import CACHE_ENV, CheckpointUnavailable
 from .sam_weights import CheckpointError
+from .weight_storage import STORAGES
 
 USER_ERRORS = (AdapterError, CheckpointError, CheckpointUnavailable, DownloadError, FileNotFoundError,
                ImageReadError, StoreError, ValueError)  # fmt: skip
@@ -98,6 +99,9 @@ def _parser() -> argparse.ArgumentParser:
     default.add_argument("--click-steps", type=int, help="stop the click stage after this many steps (smoke runs)")
     default.add_argument("--automatic-from", type=Path,
                          help="skip the automatic stage: take the ATL and automatic decoder of this adapter")
+    default.add_argument("--storage", choices=STORAGES,
+                         help="how the adapter stores its weights (default: the recipe's; with --measure-only, "
+                         "the file's own)")  # fmt: skip
     default.add_argument("--measure-only", action="store_true",
                          help="train nothing: measure the adapter at --out on the held-out split with today's "
                          "predictor and correction engine, and write the figures into its metadata")  # fmt: skip
@@ -245,13 +249,15 @@ def _train_default(args) -> None:
     from .default_model import DefaultRecipe, remeasure, train_default
 
     if args.measure_only:
-        print(json.dumps({"adapter": str(args.out), "held_out_metrics": remeasure(args.samples, args.out)}, indent=1))
+        metrics = remeasure(args.samples, args.out, storage=args.storage)
+        print(json.dumps({"adapter": str(args.out), "held_out_metrics": metrics}, indent=1))
         return
     recipe = DefaultRecipe()
     recipe.automatic.epochs = args.epochs or recipe.automatic.epochs
     recipe.clicks.epochs = args.click_epochs or recipe.clicks.epochs
     recipe.clicks.max_steps = args.click_steps
     recipe.automatic_from = str(args.automatic_from) if args.automatic_from else None
+    recipe.storage = args.storage or recipe.storage
     report = train_default(args.samples, args.out, args.work_dir, recipe)
     args.work_dir.mkdir(parents=True, exist_ok=True)
     (args.work_dir / "report.json").write_text(json.dumps(report, indent=1))

@@ -11,7 +11,7 @@ is the reproducible recipe behind that adapter (``translandseg train-default``):
    decoder of an earlier adapter (its own training images must lie in this training part);
 3. the point decoder, started from the automatic decoder, trained for the correction engine with
    simulated click sequences from the automatic masks and from empty (``interactive.training``);
-4. the trained weights rounded to the file's precision (``storage``, float16), then
+4. the trained weights rounded to the file's precision (``storage``: int8 matrices, the rest float16), then
    automatic-mask metrics, NoC@85/90 and IoU after k clicks on the held-out part, written into
    the adapter: the figures are those of the file as it loads (the report also holds them
    before rounding).
@@ -26,12 +26,12 @@ import torch
 
 from .adapter import (
     AdapterInfo,
+    adapter_storage,
     has_prompt_decoder,
     load_adapter,
     read_adapter_info,
     round_to_storage,
     save_adapter,
-    storage_dtype,
 )
 from .build import LITE
 from .data import Pair, find_pairs, split_pairs
@@ -58,7 +58,7 @@ class DefaultRecipe:
     clicks: ClickTrainConfig = field(default_factory=ClickTrainConfig)
     selection_fraction: float = 0.2  # of the training part, to pick the best automatic epoch
     automatic_from: Optional[str] = None  # an adapter whose ATL and automatic decoder stage 2 starts from
-    storage: str = "float16"  # the adapter file's weights; measured as stored
+    storage: str = "int8"  # the adapter file's weights (weight_storage.STORAGES); measured as stored
 
 
 def held_out_split(samples: Path) -> Tuple[List[Pair], List[Pair]]:
@@ -108,8 +108,7 @@ def train_default(samples: Path, out: Path, work_dir: Path, recipe: Optional[Def
     frames = prepare_frames(prompter, training, automatic_mask, recipe.clicks, progress)
     click_history = train_point_decoder(prompter, frames, recipe.clicks, progress)
     unrounded = measure(loaded, held_out, progress) if recipe.storage != "float32" else None
-    dtype = getattr(torch, recipe.storage)
-    round_to_storage(loaded.model, loaded.prompt_decoder, dtype)
+    round_to_storage(loaded.model, loaded.prompt_decoder, recipe.storage)
     metrics = measure(loaded, held_out, progress)
     report = {
         "recipe": asdict(recipe),
@@ -124,19 +123,22 @@ def train_default(samples: Path, out: Path, work_dir: Path, recipe: Optional[Def
     snapshot = json.dumps({k: report[k] for k in ("recipe", "training", "held_out")})
     info = AdapterInfo(LITE, loaded.sam_sha256, loaded.model.atl.variant.name, loaded.model.image_size,
                        snapshot, metrics)  # fmt: skip
-    save_adapter(loaded.model, out, info, loaded.prompt_decoder, dtype=dtype)
+    save_adapter(loaded.model, out, info, loaded.prompt_decoder, recipe.storage)
     return report
 
 
-def remeasure(samples: Path, adapter: Path, progress: bool = True) -> Dict[str, float]:
+def remeasure(samples: Path, adapter: Path, progress: bool = True, storage: Optional[str] = None) -> Dict[str, float]:
     """Measure ``adapter`` on the held-out split with today's predictor and engine defaults and
-    write the figures into its metadata (its weights stay as they are)."""
+    write the figures into its metadata; its weights stay as they are, or are stored anew as
+    ``storage`` (rounded first, so the figures are the new file's)."""
     _, held_out = held_out_split(samples)
     loaded = load_model(LITE, adapter=adapter)
+    decoder = loaded.prompt_decoder if has_prompt_decoder(adapter) else None
+    storage = storage or adapter_storage(adapter)
+    round_to_storage(loaded.model, decoder, storage)
     metrics = measure(loaded, held_out, progress)
     info = replace(read_adapter_info(adapter), metrics=metrics)
-    decoder = loaded.prompt_decoder if has_prompt_decoder(adapter) else None
-    save_adapter(loaded.model, adapter, info, decoder, dtype=storage_dtype(adapter))
+    save_adapter(loaded.model, adapter, info, decoder, storage)
     return metrics
 
 
