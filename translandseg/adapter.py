@@ -72,7 +72,7 @@ def save_adapter(model: TransLandSeg, path: Path, info: AdapterInfo, prompt_deco
         automatic = model.mask_decoder.state_dict()
         tensors.update({PROMPT_DECODER + k: v for k, v in prompt_decoder.state_dict().items()
                         if not torch.equal(v, automatic[k])})  # fmt: skip
-    tensors = {k: v.contiguous() for k, v in encoded({k: v.detach().cpu() for k, v in tensors.items()}, storage).items()}
+    tensors = encoded({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, storage)
     fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:

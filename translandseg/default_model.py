@@ -27,7 +27,6 @@ import torch
 from .adapter import (
     AdapterInfo,
     adapter_storage,
-    has_prompt_decoder,
     load_adapter,
     read_adapter_info,
     round_to_storage,
@@ -133,12 +132,10 @@ def remeasure(samples: Path, adapter: Path, progress: bool = True, storage: Opti
     ``storage`` (rounded first, so the figures are the new file's)."""
     _, held_out = held_out_split(samples)
     loaded = load_model(LITE, adapter=adapter)
-    decoder = loaded.prompt_decoder if has_prompt_decoder(adapter) else None
     storage = storage or adapter_storage(adapter)
-    round_to_storage(loaded.model, decoder, storage)
+    round_to_storage(loaded.model, loaded.tuned_prompt_decoder, storage)
     metrics = measure(loaded, held_out, progress)
-    info = replace(read_adapter_info(adapter), metrics=metrics)
-    save_adapter(loaded.model, adapter, info, decoder, storage)
+    save_adapter(loaded.model, adapter, replace(loaded.adapter, metrics=metrics), loaded.tuned_prompt_decoder, storage)
     return metrics
 
 

@@ -32,6 +32,12 @@ class LoadedModel:
     prompt_decoder_tuned: bool = False  # the adapter brought its own point-prompt decoder
 
     @property
+    def tuned_prompt_decoder(self) -> Optional[MaskDecoder]:
+        """The point decoder the adapter brought, which an adapter saved from this model carries on;
+        None when clicks use the base's own decoder."""
+        return self.prompt_decoder if self.prompt_decoder_tuned else None
+
+    @property
     def version(self) -> Optional[str]:
         """Names the trained model that makes automatic masks; None without an adapter."""
         if self.adapter_path is None:

@@ -18,7 +18,6 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
-from segment_anything.modeling import MaskDecoder
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -95,7 +94,7 @@ def train(
             state.best_miou, state.best_epoch = metrics["miou"], epoch
             info = AdapterInfo(loaded.model_type, loaded.sam_sha256, model.atl.variant.name, model.image_size,
                                training_snapshot, metrics)  # fmt: skip
-            save_adapter(model, out_dir / ADAPTER_FILE, info, _kept_point_decoder(loaded))
+            save_adapter(model, out_dir / ADAPTER_FILE, info, loaded.tuned_prompt_decoder)  # clicks' decoder kept
         state.epoch = epoch
         _save_checkpoint(checkpoint, loaded, optimizer, scheduler, state)
         (out_dir / HISTORY_FILE).write_text(json.dumps(state.history, indent=1))
@@ -106,12 +105,6 @@ def train(
     best = next(r for r in state.history if r["epoch"] == state.best_epoch)
     return TrainResult(out_dir / ADAPTER_FILE, state.best_epoch, best, state.history,
                        stopped_early=state.epoch < config.epochs)  # fmt: skip
-
-
-def _kept_point_decoder(loaded: LoadedModel) -> Optional[MaskDecoder]:
-    """The tuned point decoder the model was loaded with, which the new adapter carries on: clicks
-    read the plain encoder's embeddings, so retraining the ATL and automatic decoder leaves it valid."""
-    return loaded.prompt_decoder if loaded.prompt_decoder_tuned else None
 
 
 def _over_budget(state: "_TrainingState", config: TrainConfig) -> bool:
