@@ -5,7 +5,7 @@ held-out landslide IoU per set and pooled, F1 and mIoU pooled, trainable weights
 epoch. The paper's variant study on the default base is this script run once per variant.
 
     python bench/bench_automatic_training.py SAMPLES [--sets bijie landslide4sense]
-        [--loss bce+iou] [--variant mlp1] [--epochs 12] [--out runs/automatic-study]
+        [--loss bce+iou] [--variant mlp2_res] [--epochs 12] [--out runs/automatic-study]
 """
 
 import argparse
@@ -19,6 +19,7 @@ from translandseg.data import load_pair, split_pairs
 from translandseg.default_model import SAMPLE_SETS, SPLIT_SEED, DefaultRecipe, held_out_split
 from translandseg.evaluation import ConfusionMatrix
 from translandseg.loading import load_model
+from translandseg.modeling import DEFAULT_ATL_VARIANT
 from translandseg.predict import Predictor
 from translandseg.training import train
 
@@ -47,7 +48,7 @@ def main() -> None:
     parser.add_argument("samples", type=Path)
     parser.add_argument("--sets", nargs="+", default=list(SAMPLE_SETS), help="sample sets to train on")
     parser.add_argument("--loss", default=DefaultRecipe().automatic.loss)
-    parser.add_argument("--variant", default="mlp1")
+    parser.add_argument("--variant", default=DEFAULT_ATL_VARIANT)
     parser.add_argument("--epochs", type=int, default=DefaultRecipe().automatic.epochs)
     parser.add_argument("--out", type=Path, default=Path("runs/automatic-study"))
     args = parser.parse_args()

@@ -14,10 +14,11 @@ from translandseg.adapter import (
     save_adapter,
 )
 from translandseg.build import build_translandseg
+from translandseg.modeling import DEFAULT_ATL_VARIANT
 
 
 def _info(**changes):
-    values = dict(base_model="tiny", base_sha256="ab" * 32, atl_variant="mlp1", image_size=64,
+    values = dict(base_model="tiny", base_sha256="ab" * 32, atl_variant=DEFAULT_ATL_VARIANT, image_size=64,
                   training_snapshot="snapshot-7", metrics={"miou": 0.5})
     values.update(changes)
     return AdapterInfo(**values)
@@ -48,8 +49,11 @@ def test_wrong_base_is_refused_clearly(tmp_path):
         load_adapter(model, path, "vit_b", "ab" * 32)
     with pytest.raises(AdapterError, match="load it with the checkpoint it was trained on"):
         load_adapter(model, path, "tiny", "cd" * 32)
-    with pytest.raises(AdapterError, match="ATL mlp1 at 64px"):
-        load_adapter(build_translandseg("tiny", 64, "mlp2"), path, "tiny", "ab" * 32)
+    with pytest.raises(AdapterError, match=f"ATL {DEFAULT_ATL_VARIANT} at 64px; the model is mlp1"):
+        load_adapter(build_translandseg("tiny", 64, "mlp1"), path, "tiny", "ab" * 32)
+    with pytest.raises(ValueError, match="no model could load that file"):
+        save_adapter(model, tmp_path / "b.safetensors", _info(atl_variant="mlp1"))
+    assert not (tmp_path / "b.safetensors").exists()
 
 
 def test_non_adapter_files_are_refused(tmp_path):

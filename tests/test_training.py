@@ -10,6 +10,7 @@ from translandseg.data import LandslideDataset, find_all_pairs, find_pairs, spli
 from translandseg.evaluation import evaluate
 from translandseg.loading import load_model
 from translandseg.losses import bce_iou_loss
+from translandseg.modeling import DEFAULT_ATL_VARIANT
 from translandseg.predict import Predictor
 from translandseg.training import TrainConfig, train
 
@@ -63,7 +64,7 @@ def test_train_save_load_predict_evaluate_on_real_samples(samples, tiny_sam_chec
     assert json.loads((tmp_path / "run" / "history.json").read_text()) == result.history
 
     info = read_adapter_info(result.adapter_path)
-    assert (info.base_model, info.atl_variant, info.image_size, info.training_snapshot) == ("tiny", "mlp1", 64, "samples-v1")
+    assert (info.base_model, info.atl_variant, info.image_size, info.training_snapshot) == ("tiny", DEFAULT_ATL_VARIANT, 64, "samples-v1")
     assert info.base_sha256 == loaded.sam_sha256
 
     reloaded = load_model("tiny", tiny_sam_checkpoint, adapter=result.adapter_path)

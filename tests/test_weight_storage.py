@@ -51,7 +51,7 @@ def test_an_int8_adapter_is_smaller_than_float16_and_loads_as_the_rounded_model(
     with torch.no_grad():
         for weight in clicks.parameters():
             weight.add_(0.1)
-    info = AdapterInfo("tiny", "ab" * 32, "mlp1", 64)
+    info = AdapterInfo("tiny", "ab" * 32, trained.atl.variant.name, 64)
     half = save_adapter(trained, tmp_path / "half.safetensors", info, clicks, "float16")
     round_to_storage(trained, clicks, "int8")
     path = save_adapter(trained, tmp_path / "int8.safetensors", info, clicks, "int8")

@@ -65,6 +65,9 @@ def save_adapter(model: TransLandSeg, path: Path, info: AdapterInfo, prompt_deco
                  storage: str = "float32") -> Path:  # fmt: skip
     """Write the ATL and decoder weights of ``model`` (and a tuned ``prompt_decoder``) to ``path``
     atomically, stored as ``storage`` (``weight_storage.STORAGES``)."""
+    if (info.atl_variant, info.image_size) != (model.atl.variant.name, model.image_size):
+        raise ValueError(f"info describes ATL {info.atl_variant} at {info.image_size}px, the model "
+                         f"{model.atl.variant.name} at {model.image_size}px: no model could load that file")  # fmt: skip
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v for k, v in model.state_dict().items() if k.startswith(TRAINED_PARTS)}

@@ -83,7 +83,7 @@ def load_model(
 
     With an adapter, its recorded ATL variant and input size are used (``image_size`` and
     ``variant`` must then agree or be left out); without, they default to the base model's
-    input size and "mlp1". An adapter's tuned point decoder replaces SAM's for clicks.
+    input size and ``DEFAULT_ATL_VARIANT``. An adapter's tuned point decoder replaces SAM's for clicks.
     """
     info = read_adapter_info(adapter) if adapter is not None else None
     if info is not None:

@@ -62,7 +62,7 @@ ATL_VARIANTS: Dict[str, ATLVariant] = {
                    "with a skip connection"),
     )
 }
-DEFAULT_ATL_VARIANT = "mlp1"
+DEFAULT_ATL_VARIANT = "mlp2_res"
 
 
 def get_variant(name: str) -> ATLVariant:
