@@ -100,7 +100,7 @@ def test_a_negative_click_only_removes_pixels_of_the_region_under_it(session, au
     before = session.mask.copy()
     before_other = session.click(60, 80, positive=True).copy()  # a second landslide
     mask = session.click(20, 20, positive=False)
-    region = automatic  # the connected part under the click
+    region, _ = click_region(before_other, PointClick(20, 20, False), max(WIDTH, HEIGHT))  # the connected part under it
     assert not (mask & ~before_other).any()  # nothing added
     assert np.array_equal((before_other ^ mask) & ~region, np.zeros_like(mask))  # only the region shrinks
     assert not mask[20, 20] and before[20, 20]
@@ -158,6 +158,22 @@ def test_the_fallback_disk_reaches_the_nearest_pixel_with_the_clicked_label():
     after, fallback = merged(mask, refinement, np.ones_like(mask), inside, output_side=256)
     cut = mask & ~after
     assert fallback and cut[100, 50:72].all() and not cut[100, 72:].any() and not cut[:, :50].any()
+
+
+def test_an_answer_that_undoes_an_earlier_click_is_dropped():
+    mask = np.zeros((100, 100), bool)
+    mask[20:80, 20:80] = True
+    earlier = PointClick(70, 50, True)  # the analyst marked the east part as landslide
+    click = PointClick(30, 50, False)  # and now removes the west part
+    refinement = plan(mask, [earlier], click, 100, 100)
+    answer = np.zeros_like(mask)  # the decoder's answer agrees at the click but drops the east part too
+    after, fallback = merged(mask, refinement, answer, click, output_side=256)
+    assert fallback == "undid an earlier click" and after[50, 70] and not after[50, 30]  # a disk is cut instead
+    assert np.count_nonzero(mask & ~after) < np.count_nonzero(mask) / 5
+    painted_over = mask.copy()
+    painted_over[40:60, 60:80] = False  # since the click the analyst erased its pixel: no constraint left
+    after, fallback = merged(painted_over, plan(painted_over, [earlier], click, 100, 100), answer, click)
+    assert fallback == "" and not after.any()
 
 
 def _disk_of(side, x, y, radius):

@@ -238,8 +238,7 @@ class CorrectionSession:
         after, fallback = merged(current, refinement, answer, pixel, valid, self.prompter.output_side)
         note = ""
         if fallback:
-            note = (f"the model left the clicked pixel {'unmarked' if pixel.positive else 'marked'}, so a disk "
-                    f"around it was {'added' if pixel.positive else 'cut out'} instead")  # fmt: skip
+            note = f"the model {fallback}, so a disk around the click was {'added' if pixel.positive else 'cut out'} instead"
         return refinement.window, after, note
 
     def _boxed(self, box: Box) -> Tuple[WindowBox, np.ndarray, str]:

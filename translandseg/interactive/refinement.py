@@ -15,9 +15,10 @@ in use:
    logits, ``mask_logits``). A positive click replaces the region by the decoder's answer, kept
    to the parts of it that touch the region or the click; a negative click only removes pixels
    of the region. Other landslides in the window are never touched.
-4. **Consistency.** When the answer leaves the clicked pixel with the wrong label, the answer is
-   dropped and a disk around the click is added (positive) or cut from the region (negative)
-   instead, and the caller is told. The disk reaches the nearest pixel that already carries the
+4. **Consistency.** Clicks are constraints. When the answer leaves the clicked pixel with the
+   wrong label, or gives an earlier click in the window the other label while the current mask
+   still honours that click, the answer is dropped and a disk around the click is added
+   (positive) or cut from the region (negative) instead, and the caller is told why. The disk reaches the nearest pixel that already carries the
    clicked label (a click in the middle of a missed strip fills it up to the mask's edge), at
    least ``FALLBACK_OUTPUT_PIXELS`` decoder pixels (and ``REACH``), at most ``FALLBACK_REACH``
    times that.
@@ -130,8 +131,8 @@ def _moved(region: np.ndarray, area: WindowBox, window: WindowBox) -> np.ndarray
 
 
 def merged(current: np.ndarray, refinement: Refinement, answer: np.ndarray, click: PointClick,
-           valid: Optional[np.ndarray] = None, output_side: int = 256) -> Tuple[np.ndarray, bool]:  # fmt: skip
-    """(the window's new mask, whether the consistency fallback was applied).
+           valid: Optional[np.ndarray] = None, output_side: int = 256) -> Tuple[np.ndarray, str]:  # fmt: skip
+    """(the window's new mask, why the consistency fallback was applied: "" when it was not).
 
     Args:
         current: the current mask within the window.
@@ -152,14 +153,29 @@ def merged(current: np.ndarray, refinement: Refinement, answer: np.ndarray, clic
         new = current & ~(region & ~answer)
     if valid is not None:
         new &= valid | current  # nothing is added on nodata
-    if bool(new[y, x]) == click.positive:
-        return new, False
+    if bool(new[y, x]) != click.positive:
+        reason = f"left the clicked pixel {'unmarked' if click.positive else 'marked'}"
+    elif _undoes_an_earlier_click(current, new, refinement):
+        reason = "undid an earlier click"
+    else:
+        return new, ""
     smallest = max(REACH, int(np.ceil(FALLBACK_OUTPUT_PIXELS * max(region.shape) / output_side)))
     labelled = current if click.positive else ~current
     disk = _disk(region.shape, x, y, max(smallest, _distance_to(labelled, x, y, FALLBACK_REACH * smallest)))
     if click.positive:
-        return current | (disk & (valid if valid is not None else True)), True
-    return current & ~(disk & region), True
+        return current | (disk & (valid if valid is not None else True)), reason
+    return current & ~(disk & region), reason
+
+
+def _undoes_an_earlier_click(current: np.ndarray, new: np.ndarray, refinement: Refinement) -> bool:
+    """Whether ``new`` gives an earlier click of the window the other label where ``current`` gives
+    it the click's own (a click the analyst has painted over since is no constraint)."""
+    for (x, y), label in zip(refinement.points[:-1], refinement.labels[:-1], strict=True):
+        row, col = int(y), int(x)
+        honoured = current[row, col] == bool(label)
+        if honoured and new[row, col] != bool(label):
+            return True
+    return False
 
 
 def _distance_to(mask: np.ndarray, x: int, y: int, limit: float) -> float:
