@@ -18,10 +18,10 @@ in use:
 4. **Consistency.** Clicks are constraints. When the answer leaves the clicked pixel with the
    wrong label, or gives an earlier click in the window the other label while the current mask
    still honours that click, the answer is dropped and a disk around the click is added
-   (positive) or cut from the region (negative) instead, and the caller is told why. The disk reaches the nearest pixel that already carries the
-   clicked label (a click in the middle of a missed strip fills it up to the mask's edge), at
-   least ``FALLBACK_OUTPUT_PIXELS`` decoder pixels (and ``REACH``), at most ``FALLBACK_REACH``
-   times that.
+   (positive) or cut from the region (negative) instead, and the caller is told why. The disk
+   reaches the nearest pixel that already carries the clicked label (a click in the middle of a
+   missed strip fills it up to the mask's edge), at least ``FALLBACK_OUTPUT_PIXELS`` decoder
+   pixels (and ``REACH``), at most ``FALLBACK_REACH`` times that.
 """
 
 from dataclasses import dataclass
