@@ -5,9 +5,9 @@
 Each side is measured in its own process, on its own source tree: "before" on a checkout of REF
 (default: the last commit before the region-refinement engine) with the adapter that commit
 shipped, "after" on this tree with ``--adapter`` (default: the shipped one) and the engine's
-defaults (the decoder sees the whole image, up to 1024 px a side), and "focus crops" on this
-tree zooming in on the region (windows of at least 256 px around it; every further ``--adapter``
-is measured this way too). The held-out split is ``held_out_split`` of this tree (70/30 per sample set,
+defaults (the decoder sees the whole image, up to 1024 px a side), every further ``--adapter``
+likewise, and, unless ``--no-focus-crops``, each adapter again on this tree zooming in on the
+region (windows of at least 256 px around it). The held-out split is ``held_out_split`` of this tree (70/30 per sample set,
 seed 42), which nothing trains or selects on.
 
 An analyst is simulated on the app's own ``CorrectionSession``: each click at the deepest pixel
@@ -148,6 +148,9 @@ def compare(samples: Path, before_ref: str, before_adapter, adapters: list, max_
         sides = {f"before ({before_ref})": run_side(before_tree, pairs_file, before_adapter, max_clicks, None,
                                                     folder / "before.json")}  # fmt: skip
         sides["after"] = run_side(HERE.parents[1], pairs_file, adapters[0], max_clicks, None, folder / "after.json")
+        for number, adapter in enumerate(adapters[1:], 1):  # other decoders, at the engine's defaults
+            sides[Path(adapter).name] = run_side(HERE.parents[1], pairs_file, adapter, max_clicks, None,
+                                                 folder / f"adapter{number}.json")  # fmt: skip
         for number, adapter in enumerate(adapters if focus_crops else []):  # zoomed in, other decoders with it
             name = "focus crops" if number == 0 else f"{Path(adapter).name}, focus crops"
             sides[name] = run_side(HERE.parents[1], pairs_file, adapter, max_clicks, FOCUS_CROP_SIDE,
@@ -204,7 +207,7 @@ def main() -> None:
     parser.add_argument("--adapter", type=Path, action="append",
                         help="default: the adapter this tree ships; again to measure more adapters on this tree")
     parser.add_argument("--max-clicks", type=int, default=20)
-    parser.add_argument("--no-focus-crops", action="store_true", help="measure only before and after")
+    parser.add_argument("--no-focus-crops", action="store_true", help="measure no adapter zoomed in")
     args = parser.parse_args()
     adapters = args.adapter or [HERE.parents[1] / "assets" / "translandseg-lite.safetensors"]
     compare(args.samples, args.before, args.before_adapter, adapters, args.max_clicks, not args.no_focus_crops)

@@ -42,3 +42,19 @@ def test_click_training_changes_the_decoder_but_what_it_keeps(prompter, kept):
     assert any(k.startswith("output_hypernetworks_mlps.") for k in changed)
     assert bool(changed & transformer) == (kept == ())
     assert not any(p.requires_grad for p in prompter.prompt_decoder.parameters())  # frozen again after
+
+
+def test_the_click_loss_is_part_of_what_training_optimises(prompter):
+    def trained_copy(click_weight):
+        decoder = prompter.prompt_decoder
+        start = {k: v.clone() for k, v in decoder.state_dict().items()}
+        config = ClickTrainConfig(epochs=1, max_clicks=2, accumulate=1, lr=1e-2, click_weight=click_weight, max_steps=2)
+        history = train_point_decoder(prompter, _frames(prompter), config, progress=False)
+        trained = {k: v.clone() for k, v in decoder.state_dict().items()}
+        decoder.load_state_dict(start)
+        return history[0]["loss"], trained
+
+    plain_loss, plain = trained_copy(0.0)
+    weighted_loss, weighted = trained_copy(1.0)
+    assert weighted_loss > plain_loss  # the same sequences, scored with the clicks' BCE added
+    assert any(not torch.equal(plain[k], weighted[k]) for k in plain)  # and trained towards it

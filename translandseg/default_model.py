@@ -54,7 +54,7 @@ HELD_OUT_FRACTION, SPLIT_SEED = 0.3, 42
 @dataclass
 class DefaultRecipe:
     automatic: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=12, batch_size=1, patience=6))
-    clicks: ClickTrainConfig = field(default_factory=lambda: ClickTrainConfig(epochs=10))
+    clicks: ClickTrainConfig = field(default_factory=lambda: ClickTrainConfig(epochs=10, click_weight=0.1))
     selection_fraction: float = 0.2  # of the training part, to pick the best automatic epoch
     automatic_from: Optional[str] = None  # an adapter whose ATL and automatic decoder stage 2 starts from
     storage: str = "int8"  # the adapter file's weights (weight_storage.STORAGES); measured as stored

@@ -7,9 +7,9 @@ mask of the frame or empty (``automatic_share`` of the time the former), then 1 
 ``max_clicks`` clicks follow (a random number, as RITM's iterative training), each drawn at
 random in the larger error and planned, prompted and merged exactly as the engine does
 (``refinement.plan``, ``PointPrompter.mask_input``, ``refinement.merged``). Every answer is
-scored against the frame's label with the paper's BCE + IoU loss, optionally plus
-``click_weight`` times a BCE at the clicked pixels against their labels (it makes the decoder
-honour more clicks itself, but measured worse over the first clicks; see bench/README.md).
+scored against the frame's label with the paper's BCE + IoU loss plus ``click_weight`` times a
+BCE at the clicked pixels against their labels, which makes the decoder follow the clicks itself
+(0.1 in the default recipe; measured in bench/README.md).
 """
 
 from dataclasses import dataclass
@@ -38,7 +38,7 @@ class ClickTrainConfig:
     lr: float = 1e-4
     weight_decay: float = 0.01
     accumulate: int = 4  # sequences per optimiser step
-    click_weight: float = 0.0  # of the BCE at the clicked pixels (1.0 measured in bench/README.md)
+    click_weight: float = 0.0  # of the BCE at the clicked pixels (the default recipe's 0.1: bench/README.md)
     kept: Tuple[str, ...] = ()  # decoder parts left as they start (an adapter stores them once)
     seed: int = 42
     max_steps: Optional[int] = None  # stop early (a smoke run)
