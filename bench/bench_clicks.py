@@ -5,10 +5,11 @@
 Each side is measured in its own process, on its own source tree: "before" on a checkout of REF
 (default: the last commit before the region-refinement engine) with the adapter that commit
 shipped, "after" on this tree with ``--adapter`` (default: the shipped one) and the engine's
-defaults (the decoder sees the whole image, up to 1024 px a side), every further ``--adapter``
-likewise, and, unless ``--no-focus-crops``, each adapter again on this tree zooming in on the
-region (windows of at least 256 px around it). The held-out split is ``held_out_split`` of this tree (70/30 per sample set,
-seed 42), which nothing trains or selects on.
+defaults (the decoder sees the whole image, up to 1024 px a side), every further
+``--adapter`` likewise, and, unless ``--no-focus-crops``, each adapter again on this tree
+zooming in on the region (windows of at least 256 px around it). The held-out split is
+``held_out_split`` of this tree (70/30 per sample set, seed 42), which nothing trains or
+selects on.
 
 An analyst is simulated on the app's own ``CorrectionSession``: each click at the deepest pixel
 of the larger error (RITM's protocol), from the automatic mask and from an empty one, up to

@@ -238,7 +238,8 @@ class CorrectionSession:
         after, fallback = merged(current, refinement, answer, pixel, valid, self.prompter.output_side)
         note = ""
         if fallback:
-            note = f"the model {fallback}, so a disk around the click was {'added' if pixel.positive else 'cut out'} instead"
+            action = "added" if pixel.positive else "cut out"
+            note = f"the model {fallback}, so a disk around the click was {action} instead"
         return refinement.window, after, note
 
     def _boxed(self, box: Box) -> Tuple[WindowBox, np.ndarray, str]:
