@@ -139,9 +139,9 @@ def load_adapter(model: TransLandSeg, path: Path, model_type: str, base_sha256: 
         )
     with safe_open(str(path), framework="pt", device=str(model.device)) as f:
         tensors = decoded({k: f.get_tensor(k) for k in f.keys()})
-        carries_prompt_decoder = (f.metadata() or {}).get(PROMPT_DECODER_FLAG) == "tuned"
+        carries_prompt_decoder = _carries_prompt_decoder(f)
     tuned = {k[len(PROMPT_DECODER) :]: tensors.pop(k) for k in list(tensors) if k.startswith(PROMPT_DECODER)}
-    if (tuned or carries_prompt_decoder) and prompt_decoder is not None:
+    if carries_prompt_decoder and prompt_decoder is not None:
         shared = {k[len("mask_decoder.") :]: v for k, v in tensors.items() if k.startswith("mask_decoder.")}
         prompt_decoder.load_state_dict({**shared, **tuned})
     result = model.load_state_dict(tensors, strict=False)
@@ -153,5 +153,10 @@ def load_adapter(model: TransLandSeg, path: Path, model_type: str, base_sha256: 
 def has_prompt_decoder(path: Path) -> bool:
     """Whether the adapter file carries its own point-prompt decoder."""
     with safe_open(str(path), framework="pt") as f:
-        flagged = (f.metadata() or {}).get(PROMPT_DECODER_FLAG) == "tuned"
-        return flagged or any(k.startswith(PROMPT_DECODER) for k in f.keys())
+        return _carries_prompt_decoder(f)
+
+
+def _carries_prompt_decoder(adapter_file) -> bool:
+    """Whether an open adapter file flags a tuned point decoder or holds weights of one."""
+    flagged = (adapter_file.metadata() or {}).get(PROMPT_DECODER_FLAG) == "tuned"
+    return flagged or any(k.startswith(PROMPT_DECODER) for k in adapter_file.keys())
