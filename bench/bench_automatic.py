@@ -28,10 +28,6 @@ SETTINGS = {  # name: Predictor keyword arguments
 }
 
 
-def sample_set(pair) -> str:
-    return pair.name.partition("/")[0]  # pair names are SET/IMAGE
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("samples", type=Path)
@@ -41,7 +37,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     _, held_out = held_out_split(args.samples)
     loaded = load_model(LITE, adapter=args.adapter)
-    images = [(sample_set(pair), *load_pair(pair)) for pair in held_out]
+    images = [(pair.sample_set, *load_pair(pair)) for pair in held_out]
     sets = sorted({name for name, *_ in images})
     Predictor(loaded.model).predict_array(images[0][1], images[0][2])  # warm-up
     print(f"{len(images)} held-out images, adapter {args.adapter.name}, {args.threads} threads\n")

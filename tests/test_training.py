@@ -12,7 +12,7 @@ from translandseg.loading import load_model
 from translandseg.losses import bce_iou_loss
 from translandseg.modeling import DEFAULT_ATL_VARIANT
 from translandseg.predict import Predictor
-from translandseg.training import TrainConfig, train
+from translandseg.training import TrainConfig, epoch_indices, train
 
 
 def _step(model, images, masks, optimizer):
@@ -144,6 +144,30 @@ def test_the_loss_setting_changes_what_training_optimises(tiny_sam_checkpoint, t
     (dice_state, dice_loss), (iou_state, iou_loss) = trained["bce+dice"], trained["bce+iou"]
     assert dice_loss < iou_loss  # half BCE + half Dice is smaller than BCE + IoU from the same start
     assert not torch.equal(dice_state["mask_decoder.mask_tokens.weight"], iou_state["mask_decoder.mask_tokens.weight"])
+
+
+def test_balanced_epochs_visit_each_sample_set_about_as_often_as_the_largest(tmp_path):
+    pairs = find_pairs(write_pairs(tmp_path / "big", 6)) + find_pairs(write_pairs(tmp_path / "small", 2, seed=1))
+    assert epoch_indices(pairs, False) == list(range(8))
+    visits = [pairs[i].sample_set for i in epoch_indices(pairs, True)]
+    assert visits.count("big") == 6 and visits.count("small") == 6
+    assert sorted(set(epoch_indices(pairs, True))) == list(range(8))  # every pair, none left out
+
+
+def test_balanced_training_runs_the_longer_epochs_to_the_end_of_its_schedule(tiny_sam_checkpoint, tmp_path):
+    pairs = find_pairs(write_pairs(tmp_path / "big", 4)) + find_pairs(write_pairs(tmp_path / "small", 1, seed=1))
+    torch.manual_seed(0)
+    loaded = load_model("tiny", tiny_sam_checkpoint, image_size=64)
+    config = TrainConfig(epochs=2, batch_size=1, balance_sets=True)
+    checkpoint, learning_rates = tmp_path / "out" / "checkpoint.pt", []
+
+    def note_learning_rate(record):
+        learning_rates.append(torch.load(checkpoint, weights_only=False)["optimizer"]["param_groups"][0]["lr"])
+
+    train(loaded, pairs, pairs[:1], tmp_path / "out", config, progress=False, on_epoch=note_learning_rate)
+    assert torch.load(checkpoint, weights_only=False)["scheduler"]["last_epoch"] == 16  # 8 steps an epoch, not 5
+    halfway = (config.lr + config.min_lr) / 2
+    assert learning_rates[0] == pytest.approx(halfway, rel=1e-3) and learning_rates[1] == pytest.approx(config.min_lr)
 
 
 def test_retraining_an_adapter_keeps_its_tuned_point_decoder(tiny_sam_checkpoint, tmp_path):

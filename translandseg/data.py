@@ -26,8 +26,13 @@ class Pair:
     label: Path
 
     @property
+    def sample_set(self) -> str:
+        """The folder the pair's ``image/`` and ``label/`` folders sit in."""
+        return self.image.parent.parent.name
+
+    @property
     def name(self) -> str:
-        return f"{self.image.parent.parent.name}/{self.image.stem}"
+        return f"{self.sample_set}/{self.image.stem}"
 
 
 def find_pairs(root: Path) -> List[Pair]:

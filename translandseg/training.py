@@ -2,8 +2,9 @@
 
 As the paper: BCE + IoU loss (``loss``; 0.5 BCE + 0.5 Dice, as its public code, is the other
 choice), AdamW at 2e-4 with a cosine schedule down to 1e-7,
-the best epoch chosen by validation mIoU. Beyond it: early stopping, a time budget, and
-resuming from the last finished epoch after an interruption.
+the best epoch chosen by validation mIoU. Beyond it: early stopping, a time budget,
+resuming from the last finished epoch after an interruption, and epochs that visit each sample
+set equally often (``balance_sets``: a small set's images come round more than once).
 
 ``out_dir`` receives ``adapter.safetensors`` (the best epoch), ``checkpoint.pt`` (the last
 epoch, for resuming) and ``history.json`` (loss and validation metrics per epoch).
@@ -43,6 +44,7 @@ class TrainConfig:
     seed: int = 42
     max_seconds: Optional[float] = None  # time budget: no new epoch starts after it is spent
     loss: str = DEFAULT_LOSS  # a name in losses.LOSSES
+    balance_sets: bool = False  # each sample set (Pair.sample_set) as often per epoch as the largest
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -77,7 +79,7 @@ def train(
     config = config or TrainConfig()
     model = loaded.model
     dataset = LandslideDataset(train_pairs, model.image_size, augment=config.augment)
-    steps_per_epoch = -(-len(dataset) // config.batch_size)
+    steps_per_epoch = -(-len(epoch_indices(train_pairs, config.balance_sets)) // config.batch_size)
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = cosine_schedule(optimizer, config, config.epochs * steps_per_epoch)
     state = _TrainingState()
@@ -125,11 +127,27 @@ def cosine_schedule(optimizer, config: TrainConfig, total_steps: int) -> torch.o
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def epoch_indices(pairs: Sequence[Pair], balance_sets: bool) -> List[int]:
+    """The dataset indices one epoch visits (in any order): each pair once, or with
+    ``balance_sets`` each sample set's pairs repeated to about the largest set's count."""
+    if not balance_sets:
+        return list(range(len(pairs)))
+    by_set: Dict[str, List[int]] = {}
+    for index, pair in enumerate(pairs):
+        by_set.setdefault(pair.sample_set, []).append(index)
+    largest = max(len(indices) for indices in by_set.values())
+    return [i for indices in by_set.values() for i in indices * max(1, round(largest / len(indices)))]
+
+
 def _train_epoch(model, dataset, optimizer, scheduler, config: TrainConfig, epoch: int, progress: bool) -> float:
     """One pass over the training set; returns the mean loss."""
     dataset.rng = np.random.default_rng([config.seed, epoch])  # reproducible, also after a resume
     order = torch.Generator().manual_seed(config.seed * 1000 + epoch)
-    loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, generator=order)
+    sampler = None
+    if config.balance_sets:
+        indices = epoch_indices(dataset.pairs, True)
+        sampler = [indices[i] for i in torch.randperm(len(indices), generator=order).tolist()]
+    loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler, generator=order)
     model.train()
     losses, loss_function = [], LOSSES[config.loss]
     with tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", unit="batch", disable=not progress) as bar:
