@@ -53,6 +53,7 @@ class Workspace:
     window_size: int = DEFAULT_WINDOW_SIZE
     cache_dir: Optional[Path] = None  # where base checkpoints are cached
     accounts: Optional[Accounts] = None  # logins and roles; None: no login, anyone may review
+    automatic_views: int = 1  # views each automatic mask averages (Predictor's ``views``)
 
     def __post_init__(self) -> None:
         self.images_dir.mkdir(parents=True, exist_ok=True)
@@ -340,7 +341,8 @@ def _automatic_mask(workspace: Workspace, image_id: str, image: RasterImage):
     model = workspace.model
     if model is None or model.version is None:
         return None, None, np.zeros((image.height, image.width), bool), "No automatic mask: " + workspace.model_message
-    mask = Predictor(model.model).predict_mask(image, progress=True)  # the app shows tqdm as a progress bar
+    predictor = Predictor(model.model, views=workspace.automatic_views)
+    mask = predictor.predict_mask(image, progress=True)  # the app shows tqdm as a progress bar
     with workspace.store() as store:
         prediction_id = store.add_prediction(image_id, mask, model.version)
     return prediction_id, model.version, mask, f"Automatic mask by {model.version}."

@@ -1,9 +1,9 @@
 """How the automatic mask sees a scene, measured: native tiles, the whole scene resized, or both
-fused; tiles one by one or in batches. Held-out real samples only (the split ``train-default``
+fused; tiles one by one or in batches; one view or several averaged. Held-out real samples only (the split ``train-default``
 never trains on), per sample set: landslide IoU pooled over the set's pixels, and seconds per
 image on this machine.
 
-    python bench/bench_automatic.py SAMPLES [--adapter FILE] [--threads 2]
+    python bench/bench_automatic.py SAMPLES [--adapter FILE] [--threads 2] [--settings NAME ...]
 """
 
 import argparse
@@ -25,6 +25,9 @@ SETTINGS = {  # name: Predictor keyword arguments
     "native, batches of 4": {"scale": "native", "batch_size": 4},
     "whole scene resized": {"scale": "whole"},
     "fused (whole + native)": {"scale": "fused", "batch_size": 4},
+    "whole, 2 views (mirrored)": {"scale": "whole", "views": 2},
+    "whole, 4 views (mirrored)": {"scale": "whole", "views": 4},
+    "whole, 8 views (mirrored and turned)": {"scale": "whole", "views": 8},
 }
 
 
@@ -33,6 +36,8 @@ def main() -> None:
     parser.add_argument("samples", type=Path)
     parser.add_argument("--adapter", type=Path, default=DEFAULT_ADAPTER)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS), metavar="NAME",
+                        help="which rows to measure (default all)")  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     _, held_out = held_out_split(args.samples)
@@ -41,11 +46,11 @@ def main() -> None:
     sets = sorted({name for name, *_ in images})
     Predictor(loaded.model).predict_array(images[0][1], images[0][2])  # warm-up
     print(f"{len(images)} held-out images, adapter {args.adapter.name}, {args.threads} threads\n")
-    print("| setting | " + " | ".join(f"{s} IoU | {s} s/image" for s in sets) + " |")
-    print("| --- |" + " --- | --- |" * len(sets))
-    for name, kwargs in SETTINGS.items():
-        predictor = Predictor(loaded.model, **kwargs)
-        cells = []
+    print("| setting | " + " | ".join(f"{s} IoU | {s} s/image" for s in sets) + " | pooled IoU |")
+    print("| --- |" + " --- | --- |" * len(sets) + " --- |")
+    for name in args.settings:
+        predictor = Predictor(loaded.model, **SETTINGS[name])
+        cells, pooled = [], ConfusionMatrix()
         for part in sets:
             matrix, seconds = ConfusionMatrix(), []
             for _, rgb, valid, label in (i for i in images if i[0] == part):
@@ -53,8 +58,9 @@ def main() -> None:
                 prob = predictor.predict_array(rgb, valid)
                 seconds.append(time.perf_counter() - start)
                 matrix.update(prob > 0.5, label)
+                pooled.update(prob > 0.5, label)
             cells += [f"{matrix.summary()['iou']:.3f}", f"{np.mean(seconds):.2f}"]
-        print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+        print(f"| {name} | " + " | ".join(cells) + f" | {pooled.summary()['iou']:.3f} |", flush=True)
 
 
 if __name__ == "__main__":

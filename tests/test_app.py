@@ -16,6 +16,7 @@ from translandseg.app.canvas import Gesture, edges, to_prompt
 from translandseg.download import sha256_of
 from translandseg.interactive.correction import Click
 from translandseg.interactive.painting import Stroke
+from translandseg.predict import Predictor
 
 STRETCH = "2-98 %"
 
@@ -66,6 +67,18 @@ def test_upload_shows_the_automatic_mask_and_queues_every_image(workspace, scene
         assert model["version"] == workspace.model.version and model["metrics"]["miou"] >= 0
     again, info = webapp.edit("undo", session)
     assert again == gr.skip() and "nothing to undo" in info.lower()  # the canvas is left as it is
+
+
+def test_the_app_can_average_eight_views_for_its_automatic_masks(tmp_path, adapter, tiny_sam_checkpoint, scenes):
+    assert webapp.open_workspace(app_args(tmp_path / "one", adapter, tiny_sam_checkpoint)).automatic_views == 1
+    workspace = webapp.open_workspace(app_args(tmp_path / "eight", adapter, tiny_sam_checkpoint, "--views", "8"))
+    session, *_ = webapp.upload(workspace, [str(scenes[0])], "ana", "", STRETCH, None)
+    model = workspace.model.model
+    eight = Predictor(model, views=8).predict_mask(session.image)
+    assert np.array_equal(session.correction.automatic, eight)
+    assert not np.array_equal(eight, Predictor(model).predict_mask(session.image))
+    with pytest.raises(SystemExit):
+        app_args(tmp_path, adapter, tiny_sam_checkpoint, "--views", "3")
 
 
 def test_clicks_correct_the_mask_and_report_map_coordinates(workspace, scenes):

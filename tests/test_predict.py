@@ -7,7 +7,7 @@ from rasterio.transform import from_origin
 
 from conftest import write_geotiff
 from translandseg.build import build_translandseg
-from translandseg.predict import Predictor, blend_weights, predict_file, tile_starts
+from translandseg.predict import VIEW_ORDER, Predictor, blend_weights, predict_file, tile_starts, viewed
 from translandseg.raster import ImageReadError
 
 
@@ -65,6 +65,28 @@ def test_a_scene_is_seen_whole_or_fused_up_to_the_whole_scene_limit(predictor_fa
     np.testing.assert_allclose(predictor_factory(scale="fused").predict_array(rgb), (whole + native) / 2, atol=1e-6)
     with pytest.raises(ValueError, match="scale must be one of"):
         predictor_factory(scale="zoomed")
+
+
+def test_the_eight_views_are_the_square_s_symmetries_and_undo_maps_each_back():
+    images = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
+    seen = [viewed(images, view) for view in VIEW_ORDER]
+    assert len({tuple(v.flatten().tolist()) for v in seen}) == 8
+    for view, image in zip(VIEW_ORDER, seen, strict=True):
+        assert torch.equal(viewed(image, view, undo=True), images)
+    assert torch.equal(seen[1], images.flip(3)) and torch.equal(seen[3], images.flip(2))  # views 2 and 4: mirrors
+
+
+def test_eight_views_make_the_mask_turn_and_mirror_with_the_image(predictor_factory):
+    rgb = np.random.default_rng(5).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    for views, equivariant in ((1, False), (8, True)):
+        predictor = predictor_factory(views=views)
+        turned = predictor.predict_array(np.rot90(rgb).copy())
+        mirrored = predictor.predict_array(rgb[:, ::-1].copy())
+        plain = predictor.predict_array(rgb)
+        agree = np.allclose(turned, np.rot90(plain), atol=1e-5) and np.allclose(mirrored, plain[:, ::-1], atol=1e-5)
+        assert agree == equivariant  # one view: what the (random) model happens to see; eight: every symmetry
+    with pytest.raises(ValueError, match="views must be one of"):
+        predictor_factory(views=3)
 
 
 def test_georeferenced_multiband_raster_keeps_crs_transform_and_size(predictor_factory, tmp_path):

@@ -4,7 +4,10 @@ How a scene is seen (``scale``): an image up to ``WHOLE_MAX_SIDE`` pixels is by 
 to the model's input as a whole ("whole", one encoder pass, as in training). A larger one, or any
 with "native", is cut into tiles of ``tile_size`` pixels at native resolution that overlap by
 ``overlap`` pixels, their probabilities blended with weights that ramp down towards tile edges;
-"fused" averages both. ``bench/bench_automatic.py`` measures the three. Tiles go through the
+"fused" averages both. ``bench/bench_automatic.py`` measures the three. With ``views`` above 1
+each tile is also seen mirrored and turned (test-time augmentation over the square's eight
+symmetries, which training augments with) and the probabilities are averaged: sharper masks
+for that many encoder passes. Tiles go through the
 model in batches of ``batch_size``, one row of tiles at a time, and finished rows are written out
 at once, so memory grows with the raster's width, never with its area.
 """
@@ -26,6 +29,8 @@ from .data import to_model_input
 from .modeling import TransLandSeg
 from .raster import RasterImage
 
+VIEW_ORDER = (0, 4, 2, 6, 1, 5, 3, 7)  # views 2 and 4 are the mirror images; 8 adds the quarter turns
+VIEWS = (1, 2, 4, 8)  # how many of them a Predictor averages
 ReadWindow = Callable[[Window], Tuple[np.ndarray, np.ndarray]]
 WriteWindow = Callable[[Window, np.ndarray], None]
 
@@ -42,6 +47,16 @@ SCALES = ("native", "whole", "fused")
 WHOLE_MAX_SIDE = 1024  # larger scenes are always tiled at native resolution
 
 
+def viewed(images: torch.Tensor, view: int, undo: bool = False) -> torch.Tensor:
+    """View ``view`` (0-7) of square images (N, C, S, S): ``view % 4`` quarter turns, then a
+    left-right mirror from view 4 on; ``undo`` maps the view back."""
+    turns, mirrored = view % 4, view >= 4
+    if undo:
+        return torch.rot90(images.flip(3) if mirrored else images, -turns, (2, 3))
+    turned = torch.rot90(images, turns, (2, 3))
+    return turned.flip(3) if mirrored else turned
+
+
 def blend_weights(height: int, width: int, overlap: int) -> np.ndarray:
     """Per-pixel weights, 1 inside and ramping linearly down over the ``overlap`` margins."""
 
@@ -56,7 +71,7 @@ class Predictor:
     """Landslide probabilities from a TransLandSeg model, for arrays and rasters."""
 
     def __init__(self, model: TransLandSeg, tile_size: Optional[int] = None, overlap: Optional[int] = None,
-                 scale: str = "whole", batch_size: Optional[int] = None) -> None:  # fmt: skip
+                 scale: str = "whole", batch_size: Optional[int] = None, views: int = 1) -> None:  # fmt: skip
         """
         Args:
             model: a trained TransLandSeg model.
@@ -66,6 +81,8 @@ class Predictor:
                 "whole" (resized to the input, as in training; the default, best and fastest on
                 the held-out samples, bench/README.md), "native" tiles, or "fused" (both, averaged).
             batch_size: tiles per model call (default 1 on CPU, where batches measured no faster, else 4).
+            views: how many views of each tile to average (``VIEWS``): 1 (the default, fastest),
+                2 or 4 mirror images, or 8 with the quarter turns; each costs one encoder pass.
         """
         self.model = model.eval()
         self.tile_size = tile_size or model.image_size
@@ -75,6 +92,9 @@ class Predictor:
         if scale not in SCALES:
             raise ValueError(f"scale must be one of {SCALES}, not {scale!r}")
         self.scale = scale
+        if views not in VIEWS:
+            raise ValueError(f"views must be one of {VIEWS}, not {views!r}")
+        self.views = views
         self.batch_size = max(1, batch_size or (1 if model.device.type == "cpu" else 4))
 
     def tile_probability(self, rgb: np.ndarray) -> np.ndarray:
@@ -88,11 +108,16 @@ class Predictor:
         for start in range(0, len(tiles), self.batch_size):
             batch = tiles[start : start + self.batch_size]
             images = torch.stack([to_model_input(rgb, self.model.image_size) for rgb in batch]).to(self.model.device)
-            logits = self.model(images)
+            logits = self._averaged_logits(images)
             for rgb, tile_logits in zip(batch, logits, strict=True):
                 resized = F.interpolate(tile_logits[None], rgb.shape[:2], mode="bilinear", align_corners=False)
                 out.append(torch.sigmoid(resized)[0, 0].cpu().numpy())
         return out
+
+    def _averaged_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """The model's logits (N, 1, S, S), averaged over ``views`` views."""
+        views = VIEW_ORDER[: self.views]
+        return sum(viewed(self.model(viewed(images, view)), view, undo=True) for view in views) / len(views)
 
     def predict_array(self, rgb: np.ndarray, valid: Optional[np.ndarray] = None) -> np.ndarray:
         """Probability (H, W) float32 of a whole in-memory image."""

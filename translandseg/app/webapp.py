@@ -36,6 +36,7 @@ from ..interactive.correction import Box, Prompt  # noqa: E402
 from ..interactive.embedding_cache import EmbeddingCache  # noqa: E402
 from ..interactive.painting import Polygon, Stroke  # noqa: E402
 from ..loading import load_model  # noqa: E402
+from ..predict import VIEWS  # noqa: E402
 from ..retraining import RetrainSettings, start_retraining  # noqa: E402
 from ..sam_checkpoints import cache_dir  # noqa: E402
 from .canvas import Gesture, labeling_canvas, scene, to_prompt  # noqa: E402
@@ -98,7 +99,7 @@ def open_workspace(args: argparse.Namespace) -> Workspace:
     limits = Limits(max_bytes=int(args.max_file_mb * 2**20), max_pixels=args.max_pixels)
     accounts = Accounts(args.users) if args.users else None
     return Workspace(args.db or data_dir / "labels.db", data_dir / "images", loaded, message, embeddings, limits,
-                     cache_dir=args.cache_dir, accounts=accounts)  # fmt: skip
+                     cache_dir=args.cache_dir, accounts=accounts, automatic_views=args.views)  # fmt: skip
 
 
 # --- handlers: (state, outputs...) in, updates out ------------------------------------------------
@@ -555,6 +556,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max-file-mb", type=float, default=1024, help="largest upload accepted")
     parser.add_argument("--max-pixels", type=int, default=100_000_000, help="largest image accepted, in pixels")
     parser.add_argument("--embedding-cache-mb", type=float, default=512, help="embeddings kept in memory")
+    parser.add_argument("--views", type=int, choices=VIEWS, default=int(env("TRANSLANDSEG_VIEWS", 1)),
+                        help="views each automatic mask averages: 8 is sharper and 8 times slower")  # fmt: skip
     parser.add_argument("--auth", help="USER:PASSWORD to require one shared login (the user name is recorded)")
     parser.add_argument("--users", type=Path, help="users file of logins with roles (translandseg add-user); "
                         "only reviewers may accept or reject")  # fmt: skip
