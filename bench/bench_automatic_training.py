@@ -21,7 +21,7 @@ from translandseg.evaluation import ConfusionMatrix
 from translandseg.loading import load_model
 from translandseg.modeling import DEFAULT_ATL_VARIANT
 from translandseg.predict import Predictor
-from translandseg.training import train
+from translandseg.training.trainer import train
 
 
 def held_out_metrics(predictor: Predictor, held_out_by_set) -> dict:

@@ -36,7 +36,7 @@ def bench_retrain(samples: Path) -> None:
     from annotations import AnnotationStore
     from annotations.importing import import_pairs
     from annotations.training_runs import current_run
-    from translandseg.retraining import RetrainSettings, start_retraining
+    from translandseg.training.retraining import RetrainSettings, start_retraining
 
     with tempfile.TemporaryDirectory() as folder:
         db = Path(folder) / "labels.db"

@@ -24,9 +24,9 @@ from rasterio.transform import from_origin
 from rasterio.windows import Window
 
 from translandseg.build import build_translandseg
-from translandseg.losses import bce_iou_loss
 from translandseg.modeling import ATL_VARIANTS
 from translandseg.predict import Predictor, predict_file
+from translandseg.training.losses import bce_iou_loss
 
 
 def _timed(fn, repeats):

@@ -35,7 +35,7 @@ def adapter(tiny_sam_checkpoint, tmp_path_factory):
     """An adapter trained for one epoch on generated pairs, over the tiny SAM."""
     from translandseg.data import find_pairs, split_pairs
     from translandseg.loading import load_model
-    from translandseg.training import TrainConfig, train
+    from translandseg.training.trainer import TrainConfig, train
 
     root = tmp_path_factory.mktemp("app")
     torch.manual_seed(0)

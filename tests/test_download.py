@@ -125,6 +125,6 @@ def test_importing_the_package_opens_no_connection():
         "def refuse(*a, **k): raise SystemExit('network used at import')\n"
         "socket.socket.connect = refuse\n"
         "socket.create_connection = refuse\n"
-        "import translandseg.cli, translandseg.loading, translandseg.training, translandseg.predict\n"
+        "import translandseg.cli, translandseg.loading, translandseg.training.trainer, translandseg.predict\n"
     )
     subprocess.run([sys.executable, "-c", probe], check=True)

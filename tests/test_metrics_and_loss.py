@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from translandseg.losses import LOSSES, bce_dice_loss, bce_iou_loss, dice_loss, iou_loss
 from translandseg.metrics import ConfusionMatrix
+from translandseg.training.losses import LOSSES, bce_dice_loss, bce_iou_loss, dice_loss, iou_loss
 
 
 def test_metrics_from_an_accumulated_confusion_matrix():
@@ -51,7 +51,7 @@ def test_the_papers_code_loss_is_half_bce_half_dice_and_the_default_is_bce_iou()
     torch.testing.assert_close(dice_loss(logits, target), dice.mean())
     bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
     torch.testing.assert_close(bce_dice_loss(logits, target), 0.5 * bce + 0.5 * dice.mean())
-    from translandseg.training import TrainConfig
+    from translandseg.training.trainer import TrainConfig
 
     assert LOSSES[TrainConfig().loss] is bce_iou_loss and LOSSES["bce+dice"] is bce_dice_loss
     with pytest.raises(ValueError, match="loss must be one of"):

@@ -26,7 +26,7 @@ from annotations.training_runs import (
 from conftest import write_pairs
 from translandseg.interactive.embedding_cache import EmbeddingCache
 from translandseg.loading import load_model
-from translandseg.retraining import RetrainSettings, start_retraining
+from translandseg.training.retraining import RetrainSettings, start_retraining
 
 
 def tiny_settings(checkpoint, **changes):

@@ -9,10 +9,10 @@ from translandseg.adapter import AdapterInfo, read_adapter_info, save_adapter
 from translandseg.data import LandslideDataset, find_all_pairs, find_pairs, split_pairs
 from translandseg.evaluation import evaluate
 from translandseg.loading import load_model
-from translandseg.losses import bce_iou_loss
 from translandseg.modeling import DEFAULT_ATL_VARIANT
 from translandseg.predict import Predictor
-from translandseg.training import TrainConfig, epoch_indices, train
+from translandseg.training.losses import bce_iou_loss
+from translandseg.training.trainer import TrainConfig, epoch_indices, train
 
 
 def _step(model, images, masks, optimizer):

@@ -15,12 +15,12 @@ from .build import LITE, MODEL_TYPES, build_translandseg, default_image_size
 from .data import find_all_pairs, split_pairs
 from .default_model import DEFAULT_ADAPTER
 from .download import DownloadError
-from .losses import DEFAULT_LOSS, LOSSES
 from .modeling import ATL_VARIANTS, DEFAULT_ATL_VARIANT
 from .predict import SCALES, VIEWS, WHOLE_MAX_SIDE
 from .raster import ImageReadError
 from .sam_checkpoints import CACHE_ENV, CheckpointUnavailable
 from .sam_weights import CheckpointError
+from .training.losses import DEFAULT_LOSS, LOSSES
 from .weight_storage import STORAGES
 
 USER_ERRORS = (AdapterError, CheckpointError, CheckpointUnavailable, DownloadError, FileNotFoundError,
@@ -235,7 +235,7 @@ def _predictor(args, loaded):
 
 
 def _train(args) -> None:
-    from .training import TrainConfig, train
+    from .training.trainer import TrainConfig, train
 
     pairs = find_all_pairs(args.data)
     train_pairs, val_pairs = split_pairs(pairs, args.val_fraction, args.seed)
@@ -314,7 +314,7 @@ def _retrain(args) -> None:
     from annotations.training_runs import request_cancel
 
     from .default_model import choose_model
-    from .retraining import RetrainSettings, start_retraining
+    from .training.retraining import RetrainSettings, start_retraining
 
     if args.cancel:
         with AnnotationStore(args.db) as store:

@@ -43,7 +43,7 @@ from .loading import LoadedModel, load_model
 from .predict import Predictor
 from .raster import RasterImage
 from .sam_checkpoints import cached_official_checkpoint
-from .training import TrainConfig, train
+from .training.trainer import TrainConfig, train
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEFAULT_ADAPTER = ASSETS / "translandseg-lite.safetensors"

@@ -37,8 +37,8 @@ from ..interactive.embedding_cache import EmbeddingCache  # noqa: E402
 from ..interactive.painting import Polygon, Stroke  # noqa: E402
 from ..loading import load_model  # noqa: E402
 from ..predict import VIEWS  # noqa: E402
-from ..retraining import RetrainSettings, start_retraining  # noqa: E402
 from ..sam_checkpoints import cache_dir  # noqa: E402
+from ..training.retraining import RetrainSettings, start_retraining  # noqa: E402
 from .canvas import Gesture, labeling_canvas, scene, to_prompt  # noqa: E402
 
 log = logging.getLogger("translandseg.app")

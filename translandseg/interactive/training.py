@@ -21,7 +21,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from ..data import Pair, load_pair
-from ..losses import bce_iou_loss
+from ..training.losses import bce_iou_loss
 from .prompting import PointPrompter, SamPrompt
 from .refinement import PointClick, focus_window, merged, plan
 from .simulation import next_click

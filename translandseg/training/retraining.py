@@ -1,7 +1,7 @@
 """Retrain the adapter from the labels in a store, in a separate process, one run at a time.
 
 ``start_retraining`` records the run and its snapshot (see ``annotations.training_runs``) and
-starts ``python -m translandseg.retraining DB RUN`` in its own session, so labeling goes on
+starts ``python -m translandseg.training.retraining DB RUN`` in its own session, so labeling goes on
 undisturbed. That process:
 
 1. writes the snapshot's images and labels to a temporary folder, split as recorded;
@@ -39,8 +39,8 @@ from annotations.training_runs import (
     update_run,
 )
 
-from .data import Pair
-from .download import sha256_of
+from ..data import Pair
+from ..download import sha256_of
 
 MODELS_FOLDER = "models"
 
@@ -76,7 +76,7 @@ def start_retraining(db_path: Path, settings: RetrainSettings, requested_by: str
         log = models_dir(db_path) / f"run-{run_id:04d}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as out:
-            process = subprocess.Popen([sys.executable, "-m", "translandseg.retraining", str(db_path), str(run_id)],
+            process = subprocess.Popen([sys.executable, "-m", "translandseg.training.retraining", str(db_path), str(run_id)],
                                        stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         update_run(store, run_id, pid=process.pid)
     threading.Thread(target=process.wait, daemon=True).start()  # reap it, so a dead worker is never a zombie
@@ -102,9 +102,9 @@ def _cancel(signum, frame) -> None:
 
 
 def _run(store: AnnotationStore, run_id: int) -> int:
-    from .evaluation import evaluate
-    from .predict import Predictor
-    from .training import TrainConfig, train
+    from ..evaluation import evaluate
+    from ..predict import Predictor
+    from .trainer import TrainConfig, train
 
     record = run(store, run_id)
     settings = RetrainSettings(**{**record["settings"], "statuses": tuple(record["settings"]["statuses"])})
@@ -137,8 +137,8 @@ def _run(store: AnnotationStore, run_id: int) -> int:
 
 
 def _load(settings: RetrainSettings, base: Optional[Dict]):
-    from .build import LITE
-    from .loading import load_model
+    from ..build import LITE
+    from ..loading import load_model
 
     if base is not None:
         return load_model(base["base_model"], settings.sam_checkpoint, Path(base["file"]), device=settings.device,

@@ -22,12 +22,12 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .adapter import AdapterInfo, save_adapter
-from .data import LandslideDataset, Pair
-from .evaluation import evaluate
-from .loading import LoadedModel
+from ..adapter import AdapterInfo, save_adapter
+from ..data import LandslideDataset, Pair
+from ..evaluation import evaluate
+from ..loading import LoadedModel
+from ..predict import Predictor
 from .losses import DEFAULT_LOSS, LOSSES
-from .predict import Predictor
 
 ADAPTER_FILE, CHECKPOINT_FILE, HISTORY_FILE = "adapter.safetensors", "checkpoint.pt", "history.json"
 
