@@ -15,10 +15,11 @@ import torch
 
 from translandseg.build import LITE
 from translandseg.data import load_pair
-from translandseg.default_model import DEFAULT_ADAPTER, held_out_split
+from translandseg.default_model import DEFAULT_ADAPTER
 from translandseg.evaluation import ConfusionMatrix
 from translandseg.loading import load_model
 from translandseg.predict import Predictor
+from translandseg.training.recipe import held_out_split
 
 SETTINGS = {  # name: Predictor keyword arguments
     "native, one tile at a time": {"scale": "native", "batch_size": 1},

@@ -16,11 +16,11 @@ import torch
 
 from translandseg.build import LITE
 from translandseg.data import load_pair, split_pairs
-from translandseg.default_model import SAMPLE_SETS, SPLIT_SEED, DefaultRecipe, held_out_split
 from translandseg.evaluation import ConfusionMatrix
 from translandseg.loading import load_model
 from translandseg.modeling import DEFAULT_ATL_VARIANT
 from translandseg.predict import Predictor
+from translandseg.training.recipe import SAMPLE_SETS, SPLIT_SEED, DefaultRecipe, held_out_split
 from translandseg.training.trainer import train
 
 

@@ -131,7 +131,8 @@ def run_side(tree: Path, pairs_file: Path, adapter: Path, max_clicks: int, focus
 def compare(samples: Path, before_ref: str, before_adapter, adapters: list, max_clicks: int,
             focus_crops: bool = True) -> None:  # fmt: skip
     sys.path.insert(0, str(HERE.parents[1]))
-    from translandseg.default_model import DEFAULT_ADAPTER, held_out_split
+    from translandseg.default_model import DEFAULT_ADAPTER
+    from translandseg.training.recipe import held_out_split
 
     _, held_out = held_out_split(samples)
     pairs = [(p.name, str(p.image), str(p.label)) for p in held_out]

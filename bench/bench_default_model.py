@@ -17,8 +17,9 @@ import numpy as np
 from PIL import Image
 
 from translandseg.build import LITE
-from translandseg.default_model import DEFAULT_ADAPTER, held_out_split, measure
+from translandseg.default_model import DEFAULT_ADAPTER
 from translandseg.loading import load_model
+from translandseg.training.recipe import held_out_split, measure
 
 
 def bench_quality(samples: Path) -> None:

