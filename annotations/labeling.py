@@ -54,6 +54,7 @@ class Workspace:
     cache_dir: Optional[Path] = None  # where base checkpoints are cached
     accounts: Optional[Accounts] = None  # logins and roles; None: no login, anyone may review
     automatic_views: int = 1  # views each automatic mask averages (Predictor's ``views``)
+    automatic_threshold: float = 0.5  # the probability above which the automatic mask marks landslide
 
     def __post_init__(self) -> None:
         self.images_dir.mkdir(parents=True, exist_ok=True)
@@ -341,9 +342,12 @@ def _automatic_mask(workspace: Workspace, image_id: str, image: RasterImage):
     model = workspace.model
     if model is None or model.version is None:
         return None, None, np.zeros((image.height, image.width), bool), "No automatic mask: " + workspace.model_message
-    predictor = Predictor(model.model, views=workspace.automatic_views)
+    predictor = Predictor(model.model, views=workspace.automatic_views, threshold=workspace.automatic_threshold)
     mask = predictor.predict_mask(image, progress=True)  # the app shows tqdm as a progress bar
     with workspace.store() as store:
         prediction_id = store.add_prediction(image_id, mask, model.version)
-    return prediction_id, model.version, mask, f"Automatic mask by {model.version}."
+    settings = ", ".join(([f"{predictor.views} views"] if predictor.views > 1 else [])
+                         + ([f"threshold {predictor.threshold:g}"] if predictor.threshold != 0.5 else []))  # fmt: skip
+    return prediction_id, model.version, mask, f"Automatic mask by {model.version}" + (
+        f" ({settings})." if settings else ".")  # fmt: skip
 

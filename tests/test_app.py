@@ -81,6 +81,18 @@ def test_the_app_can_average_eight_views_for_its_automatic_masks(tmp_path, adapt
         app_args(tmp_path, adapter, tiny_sam_checkpoint, "--views", "3")
 
 
+def test_the_app_takes_a_threshold_for_its_automatic_masks(tmp_path, adapter, tiny_sam_checkpoint, scenes):
+    workspace = webapp.open_workspace(app_args(tmp_path, adapter, tiny_sam_checkpoint, "--threshold", "0.3"))
+    session, _, info = webapp.upload(workspace, [str(scenes[0])], "ana", "", STRETCH, None)
+    assert "(threshold 0.3)." in info  # the analyst is told how the mask was made
+    expected = Predictor(workspace.model.model, threshold=0.3).predict_mask(session.image)
+    assert workspace.automatic_threshold == 0.3 and np.array_equal(session.correction.automatic, expected)
+    assert not np.array_equal(expected, Predictor(workspace.model.model).predict_mask(session.image))
+    for wrong in ("1.5", "0", "half"):
+        with pytest.raises(SystemExit):
+            app_args(tmp_path, adapter, tiny_sam_checkpoint, "--threshold", wrong)
+
+
 def test_clicks_correct_the_mask_and_report_map_coordinates(workspace, scenes):
     session, before, *_ = webapp.upload(workspace, [str(scenes[0])], "ana", "", STRETCH, None)
     target = session.mask.copy()

@@ -117,6 +117,19 @@ def test_png_in_png_out_and_probability(predictor_factory, tmp_path):
     assert np.abs(saved.astype(int) - expected).max() <= 1
 
 
+def test_the_threshold_decides_which_probabilities_are_landslide(predictor_factory, tmp_path):
+    rgb = np.random.default_rng(6).integers(0, 255, (90, 70, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    probability = predictor_factory().predict_array(rgb)
+    threshold = float(np.median(probability))  # half the pixels above it, whatever the random model says
+    out = predict_file(predictor_factory(threshold=threshold), tmp_path / "a.png", tmp_path / "a_mask.png")
+    assert np.array_equal(np.array(Image.open(out)) == 255, probability > threshold)
+    assert (probability > threshold).any() and (probability > threshold).sum() != (probability > 0.5).sum()
+    for wrong in (0, 1, 1.5):
+        with pytest.raises(ValueError, match="threshold must lie between 0 and 1"):
+            predictor_factory(threshold=wrong)
+
+
 def test_bad_input_leaves_no_output(predictor_factory, tmp_path):
     (tmp_path / "notes.png").write_text("not an image")
     with pytest.raises(ImageReadError):

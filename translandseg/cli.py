@@ -200,6 +200,19 @@ def _tile_options(parser) -> None:
     group.add_argument("--views", type=int, choices=VIEWS, default=1,
                        help="views of each tile to average (mirror images, then quarter turns): 8 gives sharper "
                        "masks and takes 8 times as long")  # fmt: skip
+    group.add_argument("--threshold", type=threshold, default=0.5,
+                       help="probability above which a pixel is landslide (default 0.5; lower finds more)")  # fmt: skip
+
+
+def threshold(text: str) -> float:
+    """A probability threshold strictly between 0 and 1 (an argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"a threshold lies between 0 and 1, not {text!r}")
+    return value
 
 
 def _bands(text: str):
@@ -231,7 +244,8 @@ def _load(args, needs_adapter: bool = False):
 def _predictor(args, loaded):
     from .predict import Predictor
 
-    return Predictor(loaded.model, args.tile_size, args.overlap, args.scale, views=args.views)
+    return Predictor(loaded.model, args.tile_size, args.overlap, args.scale, views=args.views,
+                     threshold=args.threshold)  # fmt: skip
 
 
 def _train(args) -> None:

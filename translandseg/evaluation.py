@@ -14,5 +14,5 @@ def evaluate(predictor: Predictor, pairs: Sequence[Pair], progress: bool = False
     matrix = ConfusionMatrix()
     for pair in tqdm(pairs, desc="evaluate", unit="image", disable=not progress):
         rgb, valid, label = load_pair(pair)
-        matrix.update(predictor.predict_array(rgb, valid) > 0.5, label)
+        matrix.update(predictor.predict_array(rgb, valid) > predictor.threshold, label)
     return matrix.summary()

@@ -71,7 +71,8 @@ class Predictor:
     """Landslide probabilities from a TransLandSeg model, for arrays and rasters."""
 
     def __init__(self, model: TransLandSeg, tile_size: Optional[int] = None, overlap: Optional[int] = None,
-                 scale: str = "whole", batch_size: Optional[int] = None, views: int = 1) -> None:  # fmt: skip
+                 scale: str = "whole", batch_size: Optional[int] = None, views: int = 1,
+                 threshold: float = 0.5) -> None:  # fmt: skip
         """
         Args:
             model: a trained TransLandSeg model.
@@ -83,6 +84,7 @@ class Predictor:
             batch_size: tiles per model call (default 1 on CPU, where batches measured no faster, else 4).
             views: how many views of each tile to average (``VIEWS``): 1 (the default, fastest),
                 2 or 4 mirror images, or 8 with the quarter turns; each costs one encoder pass.
+            threshold: the probability above which a pixel is landslide in masks.
         """
         self.model = model.eval()
         self.tile_size = tile_size or model.image_size
@@ -95,6 +97,9 @@ class Predictor:
         if views not in VIEWS:
             raise ValueError(f"views must be one of {VIEWS}, not {views!r}")
         self.views = views
+        if not 0 < threshold < 1:
+            raise ValueError(f"threshold must lie between 0 and 1, not {threshold!r}")
+        self.threshold = threshold
         self.batch_size = max(1, batch_size or (1 if model.device.type == "cpu" else 4))
 
     def tile_probability(self, rgb: np.ndarray) -> np.ndarray:
@@ -140,7 +145,7 @@ class Predictor:
         mask = np.zeros((image.height, image.width), bool)
 
         def write(w: Window, prob: np.ndarray):
-            mask[w.toslices()] = prob > 0.5
+            mask[w.toslices()] = prob > self.threshold
 
         self.predict_windows(image.read, image.height, image.width, write, progress)
         return mask
@@ -193,11 +198,11 @@ def _shift(buffer: np.ndarray, rows: int) -> np.ndarray:
     return shifted
 
 
-def encode_mask(prob: np.ndarray, probability: bool) -> np.ndarray:
-    """uint8 output: 0/255 landslide mask, or the probability scaled to 0-255."""
+def encode_mask(prob: np.ndarray, probability: bool, threshold: float = 0.5) -> np.ndarray:
+    """uint8 output: 0/255 landslide mask (above ``threshold``), or the probability scaled to 0-255."""
     if probability:
         return (prob * 255).round().astype(np.uint8)
-    return np.where(prob > 0.5, 255, 0).astype(np.uint8)
+    return np.where(prob > threshold, 255, 0).astype(np.uint8)
 
 
 def default_output(input_path: Path, out_dir: Path, georeferenced: bool) -> Path:
@@ -213,7 +218,7 @@ def predict_file(predictor: Predictor, input_path: Path, output_path: Path, band
     with RasterImage(input_path, bands) as image, mask_output(image, output_path) as writer:
 
         def write(window: Window, prob: np.ndarray) -> None:
-            writer.write(window, encode_mask(prob, probability))
+            writer.write(window, encode_mask(prob, probability, predictor.threshold))
 
         predictor.predict_windows(image.read, image.height, image.width, write, progress)
     return Path(output_path)
