@@ -1,5 +1,5 @@
 """How the automatic mask sees a scene, measured: native tiles, the whole scene resized, or both
-fused; tiles one by one or in batches; one view or several averaged. Held-out real samples only (the split ``train-default``
+fused; tiles one by one or in batches; one view or several averaged; the mask's threshold. Held-out real samples only (the split ``train-default``
 never trains on), per sample set: landslide IoU pooled over the set's pixels, and seconds per
 image on this machine.
 
@@ -29,6 +29,8 @@ SETTINGS = {  # name: Predictor keyword arguments
     "whole, 2 views (mirrored)": {"scale": "whole", "views": 2},
     "whole, 4 views (mirrored)": {"scale": "whole", "views": 4},
     "whole, 8 views (mirrored and turned)": {"scale": "whole", "views": 8},
+    "whole, threshold 0.4": {"scale": "whole", "threshold": 0.4},
+    "whole, threshold 0.3": {"scale": "whole", "threshold": 0.3},
 }
 
 
@@ -58,8 +60,8 @@ def main() -> None:
                 start = time.perf_counter()
                 prob = predictor.predict_array(rgb, valid)
                 seconds.append(time.perf_counter() - start)
-                matrix.update(prob > 0.5, label)
-                pooled.update(prob > 0.5, label)
+                matrix.update(prob > predictor.threshold, label)
+                pooled.update(prob > predictor.threshold, label)
             cells += [f"{matrix.summary()['iou']:.3f}", f"{np.mean(seconds):.2f}"]
         print(f"| {name} | " + " | ".join(cells) + f" | {pooled.summary()['iou']:.3f} |", flush=True)
 
