@@ -200,11 +200,11 @@ def _tile_options(parser) -> None:
     group.add_argument("--views", type=int, choices=VIEWS, default=1,
                        help="views of each tile to average (mirror images, then quarter turns): 8 gives sharper "
                        "masks and takes 8 times as long")  # fmt: skip
-    group.add_argument("--threshold", type=threshold, default=0.5,
+    group.add_argument("--threshold", type=probability_threshold, default=0.5,
                        help="probability above which a pixel is landslide (default 0.5; lower finds more)")  # fmt: skip
 
 
-def threshold(text: str) -> float:
+def probability_threshold(text: str) -> float:
     """A probability threshold strictly between 0 and 1 (an argparse type)."""
     try:
         value = float(text)

@@ -30,7 +30,7 @@ from annotations.training_runs import (  # noqa: E402
     set_auto_activate,
 )
 
-from ..cli import USER_ERRORS, threshold  # noqa: E402
+from ..cli import USER_ERRORS, probability_threshold  # noqa: E402
 from ..default_model import choose_model  # noqa: E402
 from ..interactive.correction import Box, Prompt  # noqa: E402
 from ..interactive.embedding_cache import EmbeddingCache  # noqa: E402
@@ -559,7 +559,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--embedding-cache-mb", type=float, default=512, help="embeddings kept in memory")
     parser.add_argument("--views", type=int, choices=VIEWS, default=int(env("TRANSLANDSEG_VIEWS", 1)),
                         help="views each automatic mask averages: 8 is sharper and 8 times slower")  # fmt: skip
-    parser.add_argument("--threshold", type=threshold, default=env("TRANSLANDSEG_THRESHOLD", "0.5"),
+    parser.add_argument("--threshold", type=probability_threshold, default=env("TRANSLANDSEG_THRESHOLD", "0.5"),
                         help="probability above which the automatic mask marks landslide (lower finds more)")  # fmt: skip
     parser.add_argument("--auth", help="USER:PASSWORD to require one shared login (the user name is recorded)")
     parser.add_argument("--users", type=Path, help="users file of logins with roles (translandseg add-user); "
