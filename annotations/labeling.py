@@ -25,7 +25,7 @@ from translandseg.interactive.embedding_cache import EmbeddingCache
 from translandseg.interactive.painting import Painting
 from translandseg.interactive.prompting import PointPrompter
 from translandseg.loading import LoadedModel, load_model
-from translandseg.predict import Predictor, tile_starts
+from translandseg.predict import DEFAULT_THRESHOLD, Predictor, tile_starts
 from translandseg.raster import STRETCH_PERCENTILES, ImageReadError, RasterImage
 
 from .accounts import Accounts
@@ -54,7 +54,7 @@ class Workspace:
     cache_dir: Optional[Path] = None  # where base checkpoints are cached
     accounts: Optional[Accounts] = None  # logins and roles; None: no login, anyone may review
     automatic_views: int = 1  # views each automatic mask averages (Predictor's ``views``)
-    automatic_threshold: float = 0.5  # the probability above which the automatic mask marks landslide
+    automatic_threshold: float = DEFAULT_THRESHOLD  # the probability above which the automatic mask marks landslide
 
     def __post_init__(self) -> None:
         self.images_dir.mkdir(parents=True, exist_ok=True)
@@ -346,8 +346,9 @@ def _automatic_mask(workspace: Workspace, image_id: str, image: RasterImage):
     mask = predictor.predict_mask(image, progress=True)  # the app shows tqdm as a progress bar
     with workspace.store() as store:
         prediction_id = store.add_prediction(image_id, mask, model.version)
-    settings = ", ".join(([f"{predictor.views} views"] if predictor.views > 1 else [])
-                         + ([f"threshold {predictor.threshold:g}"] if predictor.threshold != 0.5 else []))  # fmt: skip
-    return prediction_id, model.version, mask, f"Automatic mask by {model.version}" + (
-        f" ({settings})." if settings else ".")  # fmt: skip
+    made_with = [f"{predictor.views} views"] if predictor.views > 1 else []
+    if predictor.threshold != DEFAULT_THRESHOLD:
+        made_with.append(f"threshold {predictor.threshold:g}")
+    note = f" ({', '.join(made_with)})" if made_with else ""
+    return prediction_id, model.version, mask, f"Automatic mask by {model.version}{note}."
 

@@ -1,7 +1,7 @@
 """How the automatic mask sees a scene, measured: native tiles, the whole scene resized, or both
-fused; tiles one by one or in batches; one view or several averaged; the mask's threshold. Held-out real samples only (the split ``train-default``
-never trains on), per sample set: landslide IoU pooled over the set's pixels, and seconds per
-image on this machine.
+fused; tiles one by one or in batches; one view or several averaged; the mask's threshold.
+Held-out real samples only (the split ``train-default`` never trains on), per sample set and
+pooled: landslide IoU over the set's pixels, and seconds per image on this machine.
 
     python bench/bench_automatic.py SAMPLES [--adapter FILE] [--threads 2] [--settings NAME ...]
 """

@@ -1,6 +1,7 @@
 """The automatic stage of the default recipe, trained again with one setting changed: which
-sample sets, which loss, which ATL variant, set-balanced epochs. Each run uses the recipe's held-out split (never
-trained or selected on), its seeded selection fifth and its seed, and prints one Markdown row:
+sample sets, which loss, which ATL variant, set-balanced epochs. Each run uses the recipe's
+held-out split (never trained or selected on), its seeded selection fifth and its seed, and
+prints one Markdown row:
 held-out landslide IoU per set and pooled, F1 and mIoU pooled, trainable weights, seconds per
 epoch. The paper's variant study on the default base is this script run once per variant.
 

@@ -16,7 +16,7 @@ from .data import find_all_pairs, split_pairs
 from .default_model import DEFAULT_ADAPTER
 from .download import DownloadError
 from .modeling import ATL_VARIANTS, DEFAULT_ATL_VARIANT
-from .predict import SCALES, VIEWS, WHOLE_MAX_SIDE
+from .predict import DEFAULT_THRESHOLD, SCALES, VIEWS, WHOLE_MAX_SIDE
 from .raster import ImageReadError
 from .sam_checkpoints import CACHE_ENV, CheckpointUnavailable
 from .sam_weights import CheckpointError
@@ -200,8 +200,9 @@ def _tile_options(parser) -> None:
     group.add_argument("--views", type=int, choices=VIEWS, default=1,
                        help="views of each tile to average (mirror images, then quarter turns): 8 gives sharper "
                        "masks and takes 8 times as long")  # fmt: skip
-    group.add_argument("--threshold", type=probability_threshold, default=0.5,
-                       help="probability above which a pixel is landslide (default 0.5; lower finds more)")  # fmt: skip
+    group.add_argument("--threshold", type=probability_threshold, default=DEFAULT_THRESHOLD,
+                       help=f"probability above which a pixel is landslide (default {DEFAULT_THRESHOLD}; lower finds "
+                       "more)")  # fmt: skip
 
 
 def probability_threshold(text: str) -> float:

@@ -6,8 +6,8 @@ with "native", is cut into tiles of ``tile_size`` pixels at native resolution th
 ``overlap`` pixels, their probabilities blended with weights that ramp down towards tile edges;
 "fused" averages both. ``bench/bench_automatic.py`` measures the three. With ``views`` above 1
 each tile is also seen mirrored and turned (test-time augmentation over the square's eight
-symmetries, which training augments with) and the probabilities are averaged: sharper masks
-for that many encoder passes. Tiles go through the
+symmetries, which training augments with) and the logits are averaged: sharper masks for
+that many encoder passes. Tiles go through the
 model in batches of ``batch_size``, one row of tiles at a time, and finished rows are written out
 at once, so memory grows with the raster's width, never with its area.
 """
@@ -31,6 +31,7 @@ from .raster import RasterImage
 
 VIEW_ORDER = (0, 4, 2, 6, 1, 5, 3, 7)  # views 2 and 4 are the mirror images; 8 adds the quarter turns
 VIEWS = (1, 2, 4, 8)  # how many of them a Predictor averages
+DEFAULT_THRESHOLD = 0.5  # the probability above which a pixel is landslide
 ReadWindow = Callable[[Window], Tuple[np.ndarray, np.ndarray]]
 WriteWindow = Callable[[Window, np.ndarray], None]
 
@@ -72,7 +73,7 @@ class Predictor:
 
     def __init__(self, model: TransLandSeg, tile_size: Optional[int] = None, overlap: Optional[int] = None,
                  scale: str = "whole", batch_size: Optional[int] = None, views: int = 1,
-                 threshold: float = 0.5) -> None:  # fmt: skip
+                 threshold: float = DEFAULT_THRESHOLD) -> None:  # fmt: skip
         """
         Args:
             model: a trained TransLandSeg model.
@@ -198,7 +199,7 @@ def _shift(buffer: np.ndarray, rows: int) -> np.ndarray:
     return shifted
 
 
-def encode_mask(prob: np.ndarray, probability: bool, threshold: float = 0.5) -> np.ndarray:
+def encode_mask(prob: np.ndarray, probability: bool, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
     """uint8 output: 0/255 landslide mask (above ``threshold``), or the probability scaled to 0-255."""
     if probability:
         return (prob * 255).round().astype(np.uint8)

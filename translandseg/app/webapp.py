@@ -36,7 +36,7 @@ from ..interactive.correction import Box, Prompt  # noqa: E402
 from ..interactive.embedding_cache import EmbeddingCache  # noqa: E402
 from ..interactive.painting import Polygon, Stroke  # noqa: E402
 from ..loading import load_model  # noqa: E402
-from ..predict import VIEWS  # noqa: E402
+from ..predict import DEFAULT_THRESHOLD, VIEWS  # noqa: E402
 from ..sam_checkpoints import cache_dir  # noqa: E402
 from ..training.retraining import RetrainSettings, start_retraining  # noqa: E402
 from .canvas import Gesture, labeling_canvas, scene, to_prompt  # noqa: E402
@@ -559,8 +559,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--embedding-cache-mb", type=float, default=512, help="embeddings kept in memory")
     parser.add_argument("--views", type=int, choices=VIEWS, default=int(env("TRANSLANDSEG_VIEWS", 1)),
                         help="views each automatic mask averages: 8 is sharper and 8 times slower")  # fmt: skip
-    parser.add_argument("--threshold", type=probability_threshold, default=env("TRANSLANDSEG_THRESHOLD", "0.5"),
-                        help="probability above which the automatic mask marks landslide (lower finds more)")  # fmt: skip
+    parser.add_argument("--threshold", type=probability_threshold,
+                        default=env("TRANSLANDSEG_THRESHOLD", str(DEFAULT_THRESHOLD)),
+                        help="probability above which the automatic mask marks landslide (lower finds more)")
     parser.add_argument("--auth", help="USER:PASSWORD to require one shared login (the user name is recorded)")
     parser.add_argument("--users", type=Path, help="users file of logins with roles (translandseg add-user); "
                         "only reviewers may accept or reject")  # fmt: skip

@@ -76,8 +76,8 @@ def start_retraining(db_path: Path, settings: RetrainSettings, requested_by: str
         log = models_dir(db_path) / f"run-{run_id:04d}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as out:
-            process = subprocess.Popen([sys.executable, "-m", "translandseg.training.retraining", str(db_path), str(run_id)],
-                                       stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+            command = [sys.executable, "-m", "translandseg.training.retraining", str(db_path), str(run_id)]
+            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         update_run(store, run_id, pid=process.pid)
     threading.Thread(target=process.wait, daemon=True).start()  # reap it, so a dead worker is never a zombie
     return run_id, process

@@ -147,7 +147,7 @@ def _train_epoch(model, dataset, optimizer, scheduler, config: TrainConfig, epoc
     if config.balance_sets:
         indices = epoch_indices(dataset.pairs, True)
         sampler = [indices[i] for i in torch.randperm(len(indices), generator=order).tolist()]
-    loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler, generator=order)
+    loader = DataLoader(dataset, config.batch_size, shuffle=sampler is None, sampler=sampler, generator=order)
     model.train()
     losses, loss_function = [], LOSSES[config.loss]
     with tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", unit="batch", disable=not progress) as bar:
