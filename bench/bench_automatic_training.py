@@ -1,43 +1,93 @@
 """The automatic stage of the default recipe, trained again with one setting changed: which
-sample sets, which loss, which ATL variant, set-balanced epochs. Each run uses the recipe's
-held-out split (never trained or selected on), its seeded selection fifth and its seed, and
+sample sets, which loss, which ATL variant, set-balanced epochs, epochs and learning rate. Each
+run uses the recipe's held-out split (never trained or selected on), its stage-one split (the
+seeded selection fifth, or every training image when the last epoch is kept) and its seed, and
 prints one Markdown row:
 held-out landslide IoU per set and pooled, F1 and mIoU pooled, trainable weights, seconds per
 epoch. The paper's variant study on the default base is this script run once per variant.
 
+With ``--folds K`` the setting is cross-validated on the training part instead, to choose
+between settings without the held-out split: K seeded folds, each sample set dealt evenly
+across them; each fold is predicted by the model trained on the others for the whole schedule
+(no epoch is chosen on it), and the row gives out-of-fold landslide IoU per set and pooled.
+
     python bench/bench_automatic_training.py SAMPLES [--sets bijie landslide4sense]
-        [--loss bce+iou] [--variant mlp2_res] [--epochs 12] [--balance-sets] [--out runs/automatic-study]
+        [--loss bce+iou] [--variant mlp2_res] [--epochs 12] [--lr 2e-4] [--balance-sets]
+        [--folds K] [--out runs/automatic-study]
 """
 
 import argparse
 import json
 from pathlib import Path
+from typing import Dict, Tuple
 
 import torch
 
 from translandseg.build import LITE
-from translandseg.data import load_pair, split_pairs
+from translandseg.data import load_pair, stratified_folds
 from translandseg.evaluation import ConfusionMatrix
-from translandseg.loading import load_model
+from translandseg.loading import LoadedModel, load_model
 from translandseg.modeling import DEFAULT_ATL_VARIANT
 from translandseg.predict import Predictor
-from translandseg.training.recipe import SAMPLE_SETS, SPLIT_SEED, DefaultRecipe, held_out_split
-from translandseg.training.trainer import train
+from translandseg.training.recipe import SAMPLE_SETS, SPLIT_SEED, DefaultRecipe, held_out_split, stage_one_split
+from translandseg.training.trainer import TrainResult, train
 
 
-def held_out_metrics(predictor: Predictor, held_out_by_set) -> dict:
-    """Landslide IoU per set and pooled; F1 and mIoU pooled."""
-    pooled, row = ConfusionMatrix(), {}
-    for name, pairs in held_out_by_set.items():
-        matrix = ConfusionMatrix()
-        for pair in pairs:
-            rgb, valid, label = load_pair(pair)
-            predicted = predictor.predict_array(rgb, valid) > 0.5
-            matrix.update(predicted, label)
-            pooled.update(predicted, label)
-        row[f"{name} IoU"] = matrix.summary()["iou"]
+def confusion_by_set(predictor: Predictor, pairs, matrices: Dict[str, ConfusionMatrix]) -> None:
+    """Add each pair's predicted mask to its sample set's confusion matrix."""
+    for pair in pairs:
+        rgb, valid, label = load_pair(pair)
+        matrices[pair.sample_set].update(predictor.predict_array(rgb, valid) > 0.5, label)
+
+
+def metrics_by_set(matrices: Dict[str, ConfusionMatrix]) -> dict:
+    """Landslide IoU per set, pooled and averaged over the sets; F1 and mIoU pooled."""
+    pooled = ConfusionMatrix()
+    for matrix in matrices.values():
+        pooled.counts += matrix.counts
+    per_set = {f"{name} IoU": matrix.summary()["iou"] for name, matrix in matrices.items()}
     summary = pooled.summary()
-    return {**row, "pooled IoU": summary["iou"], "F1": summary["f1"], "mIoU": summary["miou"]}
+    return {**per_set, "pooled IoU": summary["iou"], "mean IoU of the sets": sum(per_set.values()) / len(per_set),
+            "F1": summary["f1"], "mIoU": summary["miou"]}  # fmt: skip
+
+
+def held_out_metrics(predictor: Predictor, held_out) -> dict:
+    matrices = {name: ConfusionMatrix() for name in SAMPLE_SETS}
+    confusion_by_set(predictor, held_out, matrices)
+    return metrics_by_set(matrices)
+
+
+def train_stage_one(training, variant: str, recipe: DefaultRecipe, run: Path) -> Tuple[LoadedModel, TrainResult]:
+    """The recipe's automatic stage on ``training``: the model with the epoch it keeps, and the run."""
+    fit, selection = stage_one_split(training, recipe)
+    torch.manual_seed(recipe.automatic.seed)
+    loaded = load_model(LITE, variant=variant)
+    result = train(loaded, fit, selection, run, recipe.automatic, progress=True)
+    return load_model(LITE, adapter=result.adapter_path), result
+
+
+def seconds_per_epoch(history) -> float:
+    return sum(r["seconds"] for r in history) / len(history)
+
+
+def cross_validate(training, args, recipe: DefaultRecipe, run: Path) -> dict:
+    """Out-of-fold metrics of the setting: each fold predicted by a model trained on the others."""
+    matrices = {name: ConfusionMatrix() for name in sorted({p.sample_set for p in training})}
+    history = []
+    for index, fold in enumerate(stratified_folds(training, args.folds, SPLIT_SEED)):
+        rest = [pair for pair in training if pair not in fold]
+        loaded, result = train_stage_one(rest, args.variant, recipe, run / f"fold-{index + 1}-of-{args.folds}")
+        history += result.history
+        confusion_by_set(Predictor(loaded.model), fold, matrices)
+    return {"folds": args.folds, "s/epoch": seconds_per_epoch(history), **metrics_by_set(matrices)}
+
+
+def held_out_run(training, held_out, args, recipe: DefaultRecipe, run: Path) -> dict:
+    """Train as the recipe's automatic stage does; held-out metrics of the epoch it keeps."""
+    loaded, result = train_stage_one(training, args.variant, recipe, run)
+    return {"training images": len(training), "kept epoch": result.best_epoch,
+            "trainable weights": sum(p.numel() for p in loaded.model.trainable_parameters()),
+            "s/epoch": seconds_per_epoch(result.history), **held_out_metrics(Predictor(loaded.model), held_out)}
 
 
 def main() -> None:
@@ -47,26 +97,33 @@ def main() -> None:
     parser.add_argument("--loss", default=DefaultRecipe().automatic.loss)
     parser.add_argument("--variant", default=DEFAULT_ATL_VARIANT)
     parser.add_argument("--epochs", type=int, default=DefaultRecipe().automatic.epochs)
+    parser.add_argument("--lr", type=float, default=DefaultRecipe().automatic.lr)
     parser.add_argument("--balance-sets", action="store_true", help="each sample set as often per epoch as the largest")
+    parser.add_argument("--keep-last-epoch", action=argparse.BooleanOptionalAction,
+                        default=DefaultRecipe().automatic.keep_last_epoch,
+                        help="train on every training image and keep the last epoch (else: best on the selection fifth)")
+    parser.add_argument("--folds", type=int, help="cross-validate on the training part with this many folds")
     parser.add_argument("--out", type=Path, default=Path("runs/automatic-study"))
     args = parser.parse_args()
     recipe = DefaultRecipe()
     training, held_out = held_out_split(args.samples)
     training = [p for p in training if p.sample_set in args.sets]
-    held_out_by_set = {name: [p for p in held_out if p.sample_set == name] for name in SAMPLE_SETS}
-    fit, selection = split_pairs(training, recipe.selection_fraction, SPLIT_SEED)
-    torch.manual_seed(recipe.automatic.seed)
-    loaded = load_model(LITE, variant=args.variant)
     config = recipe.automatic
-    config.loss, config.epochs, config.balance_sets = args.loss, args.epochs, args.balance_sets
-    run = args.out / f"{args.variant}-{args.loss}-{'+'.join(args.sets)}{'-balanced' if args.balance_sets else ''}"
-    result = train(loaded, fit, selection, run, config, progress=True)
-    loaded = load_model(LITE, adapter=result.adapter_path)  # the best epoch
-    row = {"variant": args.variant, "loss": args.loss, "trained on": "+".join(args.sets), "balanced": args.balance_sets,
-           "training images": len(training), "best epoch": result.best_epoch,
-           "trainable weights": sum(p.numel() for p in loaded.model.trainable_parameters()),
-           "s/epoch": sum(r["seconds"] for r in result.history) / len(result.history),
-           **held_out_metrics(Predictor(loaded.model), held_out_by_set)}  # fmt: skip
+    config.loss, config.epochs, config.lr = args.loss, args.epochs, args.lr
+    config.balance_sets, config.keep_last_epoch = args.balance_sets, args.keep_last_epoch
+    name = f"{args.variant}-{args.loss}-{'+'.join(args.sets)}{'-balanced' if args.balance_sets else ''}"
+    if args.folds:
+        name += f"-{args.epochs}epochs-lr{args.lr:g}-{'last' if args.keep_last_epoch else 'best'}-cv{args.folds}"
+    elif args.keep_last_epoch:
+        name += "-last"
+    run = args.out / name
+    setting = {"variant": args.variant, "loss": args.loss, "trained on": "+".join(args.sets),
+               "balanced": args.balance_sets, "epochs": args.epochs, "lr": f"{args.lr:g}",
+               "kept": "last epoch" if args.keep_last_epoch else "best on the selection fifth"}  # fmt: skip
+    if args.folds:
+        row = {**setting, "training images": len(training), **cross_validate(training, args, recipe, run)}
+    else:
+        row = {**setting, **held_out_run(training, held_out, args, recipe, run)}
     (run / "study.json").write_text(json.dumps(row, indent=1))
     print("| " + " | ".join(row) + " |")
     print("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()) + " |")

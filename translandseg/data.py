@@ -61,6 +61,21 @@ def split_pairs(pairs: Sequence[Pair], val_fraction: float = 0.3, seed: int = 42
     return order[n_val:], order[:n_val]
 
 
+def stratified_folds(pairs: Sequence[Pair], k: int, seed: int = 42) -> List[List[Pair]]:
+    """``k`` seeded folds for cross-validation, each sample set dealt across them evenly."""
+    if not 2 <= k <= len(pairs):
+        raise ValueError(f"cross-validation needs 2 to {len(pairs)} folds, not {k}")
+    folds: List[List[Pair]] = [[] for _ in range(k)]
+    dealt = 0
+    for sample_set in sorted({pair.sample_set for pair in pairs}):
+        members = [pair for pair in pairs if pair.sample_set == sample_set]
+        random.Random(seed).shuffle(members)
+        for pair in members:
+            folds[dealt % k].append(pair)
+            dealt += 1
+    return folds
+
+
 def load_pair(pair: Pair) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """RGB uint8 (H, W, 3), valid pixels and landslide mask (H, W) bool; sizes must agree."""
     rgb, valid = read_rgb(pair.image)

@@ -43,7 +43,7 @@ HELD_OUT_FRACTION, SPLIT_SEED = 0.3, 42
 class DefaultRecipe:
     automatic: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=12, batch_size=1, patience=6))
     clicks: ClickTrainConfig = field(default_factory=lambda: ClickTrainConfig(epochs=10, click_weight=0.1))
-    selection_fraction: float = 0.2  # of the training part, to pick the best automatic epoch
+    selection_fraction: float = 0.2  # of the training part, to pick the best automatic epoch (unless it keeps the last)
     automatic_from: Optional[str] = None  # an adapter whose ATL and automatic decoder stage 2 starts from
     storage: str = "int8"  # the adapter file's weights (weight_storage.STORAGES); measured as stored
 
@@ -56,6 +56,14 @@ def held_out_split(samples: Path) -> Tuple[List[Pair], List[Pair]]:
         training += part_train
         held_out += part_held
     return training, held_out
+
+
+def stage_one_split(training: Sequence[Pair], recipe: DefaultRecipe) -> Tuple[List[Pair], List[Pair]]:
+    """(fit, selection) of the automatic stage: every training image and no selection when it
+    keeps its schedule's last epoch, else the seeded selection fraction to pick the best epoch."""
+    if recipe.automatic.keep_last_epoch:
+        return list(training), []
+    return split_pairs(training, recipe.selection_fraction, SPLIT_SEED)
 
 
 def measure(loaded: LoadedModel, pairs: Sequence[Pair], progress: bool = False) -> Dict[str, float]:
@@ -80,9 +88,9 @@ def train_default(samples: Path, out: Path, work_dir: Path, recipe: Optional[Def
         load_adapter(loaded.model, Path(recipe.automatic_from), LITE, loaded.sam_sha256)
         automatic_history: object = f"reused from {Path(recipe.automatic_from).name}"
     else:
-        fit, selection = split_pairs(training, recipe.selection_fraction, SPLIT_SEED)
+        fit, selection = stage_one_split(training, recipe)
         result = train(loaded, fit, selection, Path(work_dir) / "automatic", recipe.automatic, progress=progress)
-        load_adapter(loaded.model, result.adapter_path, LITE, loaded.sam_sha256)  # the best epoch, not the last
+        load_adapter(loaded.model, result.adapter_path, LITE, loaded.sam_sha256)  # the kept epoch
         automatic_history = result.history
     loaded.prompt_decoder.load_state_dict(loaded.model.mask_decoder.state_dict())
     prompter = PointPrompter(loaded.model, loaded.prompt_decoder, loaded.prompt_model_id, EmbeddingCache(0))

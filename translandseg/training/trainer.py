@@ -2,11 +2,13 @@
 
 As the paper: BCE + IoU loss (``loss``; 0.5 BCE + 0.5 Dice, as its public code, is the other
 choice), AdamW at 2e-4 with a cosine schedule down to 1e-7,
-the best epoch chosen by validation mIoU. Beyond it: early stopping, a time budget,
-resuming from the last finished epoch after an interruption, and epochs that visit each sample
-set equally often (``balance_sets``: a small set's images come round more than once).
+the best epoch chosen by validation mIoU, or the last epoch of the whole schedule kept
+(``keep_last_epoch``, when the schedule was chosen beforehand and every image trains). Beyond
+it: early stopping, a time budget, resuming from the last finished epoch after an interruption,
+and epochs that visit each sample set equally often (``balance_sets``: a small set's images
+come round more than once).
 
-``out_dir`` receives ``adapter.safetensors`` (the best epoch), ``checkpoint.pt`` (the last
+``out_dir`` receives ``adapter.safetensors`` (the best or kept epoch), ``checkpoint.pt`` (the last
 epoch, for resuming) and ``history.json`` (loss and validation metrics per epoch).
 """
 
@@ -45,6 +47,7 @@ class TrainConfig:
     max_seconds: Optional[float] = None  # time budget: no new epoch starts after it is spent
     loss: str = DEFAULT_LOSS  # a name in losses.LOSSES
     balance_sets: bool = False  # each sample set (Pair.sample_set) as often per epoch as the largest
+    keep_last_epoch: bool = False  # the whole schedule, its last epoch kept: validation images are optional
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -71,12 +74,12 @@ def train(
     on_epoch: Optional[Callable[[Dict[str, float]], None]] = None,
 ) -> TrainResult:
     """Train ``loaded.model`` in place; resumes from ``out_dir/checkpoint.pt`` if present."""
-    if not train_pairs or not val_pairs:
+    config = config or TrainConfig()
+    if not train_pairs or not (val_pairs or config.keep_last_epoch):
         raise ValueError(f"training needs at least one training and one validation image "
                          f"(got {len(train_pairs)} and {len(val_pairs)}); label at least 2 images")  # fmt: skip
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    config = config or TrainConfig()
     model = loaded.model
     dataset = LandslideDataset(train_pairs, model.image_size, augment=config.augment)
     steps_per_epoch = -(-len(epoch_indices(train_pairs, config.balance_sets)) // config.batch_size)
@@ -89,11 +92,11 @@ def train(
     for epoch in range(state.epoch + 1, config.epochs + 1):
         started = time.monotonic()
         loss = _train_epoch(model, dataset, optimizer, scheduler, config, epoch, progress)
-        metrics = evaluate(Predictor(model), val_pairs)
+        metrics = evaluate(Predictor(model), val_pairs) if val_pairs else {}
         record = {"epoch": epoch, "loss": loss, "seconds": time.monotonic() - started, **metrics}
         state.history.append(record)
-        if metrics["miou"] > state.best_miou:
-            state.best_miou, state.best_epoch = metrics["miou"], epoch
+        if config.keep_last_epoch or metrics["miou"] > state.best_miou:
+            state.best_miou, state.best_epoch = metrics.get("miou", -1.0), epoch
             info = AdapterInfo(loaded.model_type, loaded.sam_sha256, model.atl.variant.name, model.image_size,
                                training_snapshot, metrics)  # fmt: skip
             save_adapter(model, out_dir / ADAPTER_FILE, info, loaded.tuned_prompt_decoder)  # clicks' decoder kept
