@@ -35,6 +35,15 @@ def test_train_evaluate_predict_from_the_command_line(tiny_sam_checkpoint, tmp_p
         assert mask.crs.to_epsg() == 32648 and mask.shape == (100, 120)
 
 
+def test_train_can_keep_the_last_epoch_of_every_image(tiny_sam_checkpoint, tmp_path, capsys):
+    data = write_pairs(tmp_path / "data", 3)
+    model = ["--sam", "tiny", "--sam-checkpoint", str(tiny_sam_checkpoint), "--image-size", "64"]
+    assert main(["train", str(data), "--out", str(tmp_path / "run"), "--epochs", "2", "--keep-last-epoch", *model]) == 0
+    captured = capsys.readouterr()
+    assert "3 labelled images: 3 train, 0 validation" in captured.err
+    assert json.loads(captured.out)["kept_epoch"] == 2
+
+
 def test_user_errors_exit_2_with_a_message(tiny_sam_checkpoint, tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("hello")
     assert main(["info", "--adapter", str(tmp_path / "notes.txt")]) == 2

@@ -4,9 +4,11 @@
 
 1. a fixed, seeded held-out split of each real sample set (70/30, seed 42, as the paper), used
    only for the reported figures;
-2. the automatic mask: ATL + mask decoder on the training part (a seeded fifth of it picks the
-   best epoch), LiteMedSAM's encoder frozen; or, with ``automatic_from``, the ATL and automatic
-   decoder of an earlier adapter (its own training images must lie in this training part);
+2. the automatic mask: ATL + mask decoder on every image of the training part for the whole
+   schedule, its last epoch kept (cross-validated on the training part, this beat choosing the
+   best epoch on a seeded fifth held back from training: ``bench/README.md``), LiteMedSAM's
+   encoder frozen; or, with ``automatic_from``, the ATL and automatic decoder of an earlier
+   adapter (its own training images must lie in this training part);
 3. the point decoder, started from the automatic decoder, trained for the correction engine with
    simulated click sequences from the automatic masks and from empty (``interactive.training``);
 4. the trained weights rounded to the file's precision (``storage``: int8 matrices, the rest float16), then
@@ -41,9 +43,9 @@ HELD_OUT_FRACTION, SPLIT_SEED = 0.3, 42
 
 @dataclass
 class DefaultRecipe:
-    automatic: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=12, batch_size=1, patience=6))
+    automatic: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=12, batch_size=1, keep_last_epoch=True))
     clicks: ClickTrainConfig = field(default_factory=lambda: ClickTrainConfig(epochs=10, click_weight=0.1))
-    selection_fraction: float = 0.2  # of the training part, to pick the best automatic epoch (unless it keeps the last)
+    selection_fraction: float = 0.2  # of the training part, to pick the best automatic epoch when not keeping the last
     automatic_from: Optional[str] = None  # an adapter whose ATL and automatic decoder stage 2 starts from
     storage: str = "int8"  # the adapter file's weights (weight_storage.STORAGES); measured as stored
 

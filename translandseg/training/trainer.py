@@ -57,7 +57,7 @@ class TrainConfig:
 @dataclass
 class TrainResult:
     adapter_path: Path
-    best_epoch: int
+    best_epoch: int  # the epoch kept: the best by validation mIoU, or the last with keep_last_epoch
     best_metrics: Dict[str, float]
     history: List[Dict[str, float]] = field(default_factory=list)
     stopped_early: bool = False
