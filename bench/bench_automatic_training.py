@@ -8,12 +8,13 @@ epoch. The paper's variant study on the default base is this script run once per
 
 With ``--folds K`` the setting is cross-validated on the training part instead, to choose
 between settings without the held-out split: K seeded folds, each sample set dealt evenly
-across them; each fold is predicted by the model trained on the others for the whole schedule
-(no epoch is chosen on it), and the row gives out-of-fold landslide IoU per set and pooled.
+across them; each fold is predicted by the model the automatic stage makes from the other
+folds (the fold itself chooses nothing), and the row gives out-of-fold landslide IoU per set,
+pooled and averaged over the sets.
 
     python bench/bench_automatic_training.py SAMPLES [--sets bijie landslide4sense]
         [--loss bce+iou] [--variant mlp2_res] [--epochs 12] [--lr 2e-4] [--balance-sets]
-        [--folds K] [--out runs/automatic-study]
+        [--no-keep-last-epoch] [--folds K] [--out runs/automatic-study]
 """
 
 import argparse
