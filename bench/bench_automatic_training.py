@@ -25,8 +25,8 @@ from typing import Dict, Tuple
 import torch
 
 from translandseg.build import LITE
-from translandseg.data import load_pair, stratified_folds
-from translandseg.evaluation import ConfusionMatrix
+from translandseg.data import stratified_folds
+from translandseg.evaluation import ConfusionMatrix, confusion
 from translandseg.loading import LoadedModel, load_model
 from translandseg.modeling import DEFAULT_ATL_VARIANT
 from translandseg.predict import Predictor
@@ -35,10 +35,9 @@ from translandseg.training.trainer import TrainResult, train
 
 
 def confusion_by_set(predictor: Predictor, pairs, matrices: Dict[str, ConfusionMatrix]) -> None:
-    """Add each pair's predicted mask to its sample set's confusion matrix."""
-    for pair in pairs:
-        rgb, valid, label = load_pair(pair)
-        matrices[pair.sample_set].update(predictor.predict_array(rgb, valid) > 0.5, label)
+    """Add the predictor's confusion on each sample set's pairs to that set's matrix."""
+    for name, matrix in matrices.items():
+        matrix.counts += confusion(predictor, [pair for pair in pairs if pair.sample_set == name]).counts
 
 
 def metrics_by_set(matrices: Dict[str, ConfusionMatrix]) -> dict:

@@ -11,8 +11,13 @@ from .predict import Predictor
 
 def evaluate(predictor: Predictor, pairs: Sequence[Pair], progress: bool = False) -> Dict[str, float]:
     """The paper's metrics over all pixels of ``pairs`` (see ``ConfusionMatrix.summary``)."""
+    return confusion(predictor, pairs, progress).summary()
+
+
+def confusion(predictor: Predictor, pairs: Sequence[Pair], progress: bool = False) -> ConfusionMatrix:
+    """The confusion matrix of the predictor's masks against the labels, over all pixels of ``pairs``."""
     matrix = ConfusionMatrix()
     for pair in tqdm(pairs, desc="evaluate", unit="image", disable=not progress):
         rgb, valid, label = load_pair(pair)
         matrix.update(predictor.predict_array(rgb, valid) > predictor.threshold, label)
-    return matrix.summary()
+    return matrix
