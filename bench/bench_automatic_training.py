@@ -13,7 +13,7 @@ folds (the fold itself chooses nothing), and the row gives out-of-fold landslide
 pooled and averaged over the sets.
 
     python bench/bench_automatic_training.py SAMPLES [--sets bijie landslide4sense]
-        [--loss bce+iou] [--variant mlp2_res] [--epochs 12] [--lr 2e-4] [--balance-sets]
+        [--loss bce+dice] [--variant inblock] [--epochs 12] [--lr 2e-4] [--balance-sets]
         [--no-keep-last-epoch] [--folds K] [--out runs/automatic-study]
 """
 
@@ -24,11 +24,10 @@ from typing import Dict, Tuple
 
 import torch
 
-from translandseg.build import LITE
+from translandseg.build import LITE, LITE_ATL_VARIANT
 from translandseg.data import stratified_folds
 from translandseg.evaluation import ConfusionMatrix, confusion
 from translandseg.loading import LoadedModel, load_model
-from translandseg.modeling import DEFAULT_ATL_VARIANT
 from translandseg.predict import Predictor
 from translandseg.training.recipe import SAMPLE_SETS, SPLIT_SEED, DefaultRecipe, held_out_split, stage_one_split
 from translandseg.training.trainer import TrainResult, train
@@ -95,7 +94,7 @@ def main() -> None:
     parser.add_argument("samples", type=Path)
     parser.add_argument("--sets", nargs="+", default=list(SAMPLE_SETS), help="sample sets to train on")
     parser.add_argument("--loss", default=DefaultRecipe().automatic.loss)
-    parser.add_argument("--variant", default=DEFAULT_ATL_VARIANT)
+    parser.add_argument("--variant", default=LITE_ATL_VARIANT)
     parser.add_argument("--epochs", type=int, default=DefaultRecipe().automatic.epochs)
     parser.add_argument("--lr", type=float, default=DefaultRecipe().automatic.lr)
     parser.add_argument("--balance-sets", action="store_true", help="each sample set as often per epoch as the largest")

@@ -25,7 +25,7 @@ from translandseg.training.recipe import held_out_split, measure
 def bench_quality(samples: Path) -> None:
     _, held_out = held_out_split(samples)
     print(f"{len(held_out)} held-out images: {', '.join(p.name for p in held_out)}")
-    shipped = load_model(LITE)  # untrained ATL: its prompts move the embedding by ~0.02 %
+    shipped = load_model(LITE, variant="mlp2_res")  # untrained ATL: its prompts move the embedding by ~0.02 %
     tuned = load_model(LITE, adapter=DEFAULT_ADAPTER)
     for name, loaded in (("LiteMedSAM as shipped", shipped), ("tuned default", tuned)):
         metrics = measure(loaded, held_out)

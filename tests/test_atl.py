@@ -1,14 +1,15 @@
 import pytest
 import torch
 
-from translandseg.build import SAM_CONFIGS, build_translandseg
+from translandseg.build import LITE, SAM_CONFIGS, build_translandseg, default_variant
 from translandseg.modeling import ATL_VARIANTS, DEFAULT_ATL_VARIANT, get_variant
 from translandseg.modeling.atl import high_frequency
 
 
-def test_ten_variants_with_the_variant_studys_winner_as_default():
+def test_ten_variants_and_each_bases_default():
     assert len(ATL_VARIANTS) == 10
-    assert DEFAULT_ATL_VARIANT == "mlp2_res"  # bench/README.md, "ATL variant study on lite"
+    assert default_variant(LITE) == "inblock"  # bench/README.md, cross-validated on the samples
+    assert build_translandseg("tiny", 64).atl.variant.name == default_variant("vit_b") == DEFAULT_ATL_VARIANT
     default = ATL_VARIANTS[DEFAULT_ATL_VARIANT]
     assert (default.middle, default.middle_layers, default.deployment, default.residual) == ("mlp", 2, "every", True)
     assert {v.deployment for v in ATL_VARIANTS.values()} == {"every", "first", "global", "inside"}

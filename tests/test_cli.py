@@ -10,7 +10,7 @@ from translandseg.cli import main
 def test_info_reports_vit_l_share_without_a_checkpoint(capsys):
     assert main(["info", "--sam", "vit_l"]) == 0
     out = capsys.readouterr().out
-    assert "4,200,228 trainable (1.34 %)" in out  # the default ATL, mlp2_res
+    assert "ATL mlp2_res" in out and "4,200,228 trainable (1.34 %)" in out  # the default on SAM bases
     assert out.count("\n  mlp") == 8 and "conv" in out
 
 

@@ -44,7 +44,7 @@ def test_litemedsam_loads_offline_from_its_package():
 
 
 def test_hierarchical_atl_injects_nothing_when_zeroed_and_steers_every_stage():
-    loaded = load_model("lite")
+    loaded = load_model("lite", variant="mlp2_res")
     model = loaded.model
     images = torch.rand(1, 3, 256, 256) * 255
     with torch.no_grad():

@@ -42,7 +42,7 @@ def test_loss_is_bce_plus_iou_and_rewards_the_truth():
     assert iou_loss(torch.full((1, 1, 4, 4), -20.0), torch.zeros(1, 1, 4, 4)) < 1e-6  # empty and predicted empty
 
 
-def test_the_papers_code_loss_is_half_bce_half_dice_and_the_default_is_bce_iou():
+def test_the_papers_code_loss_is_half_bce_half_dice_and_the_default():
     target = torch.zeros(2, 1, 8, 8)
     target[0, :, 2:6, 2:6] = 1
     logits = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -53,6 +53,6 @@ def test_the_papers_code_loss_is_half_bce_half_dice_and_the_default_is_bce_iou()
     torch.testing.assert_close(bce_dice_loss(logits, target), 0.5 * bce + 0.5 * dice.mean())
     from translandseg.training.trainer import TrainConfig
 
-    assert LOSSES[TrainConfig().loss] is bce_iou_loss and LOSSES["bce+dice"] is bce_dice_loss
+    assert LOSSES[TrainConfig().loss] is bce_dice_loss and LOSSES["bce+iou"] is bce_iou_loss
     with pytest.raises(ValueError, match="loss must be one of"):
         TrainConfig(loss="focal")

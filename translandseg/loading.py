@@ -12,7 +12,7 @@ from segment_anything.modeling import MaskDecoder
 from .adapter import AdapterInfo, has_prompt_decoder, load_adapter, read_adapter_info
 from .build import LITE, build_translandseg
 from .download import sha256_of
-from .modeling import DEFAULT_ATL_VARIANT, TransLandSeg
+from .modeling import TransLandSeg
 from .sam_checkpoints import resolve_sam_checkpoint
 from .sam_weights import load_sam_weights, read_sam_state_dict
 
@@ -83,14 +83,15 @@ def load_model(
 
     With an adapter, its recorded ATL variant and input size are used (``image_size`` and
     ``variant`` must then agree or be left out); without, they default to the base model's
-    input size and ``DEFAULT_ATL_VARIANT``. An adapter's tuned point decoder replaces SAM's for clicks.
+    input size and ATL variant (``build.default_variant``). An adapter's tuned point decoder
+    replaces SAM's for clicks.
     """
     info = read_adapter_info(adapter) if adapter is not None else None
     if info is not None:
         image_size = image_size or info.image_size
         variant = variant or info.atl_variant
     checkpoint = resolve_sam_checkpoint(model_type, sam_checkpoint, cache=cache, download=download)
-    model = build_translandseg(model_type, image_size, variant or DEFAULT_ATL_VARIANT)
+    model = build_translandseg(model_type, image_size, variant)
     load_sam_weights(model, read_sam_state_dict(checkpoint))
     model.to(torch.device(device))
     prompt_decoder = copy.deepcopy(model.mask_decoder).requires_grad_(False).eval()  # before any adapter

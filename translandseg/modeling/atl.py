@@ -62,7 +62,7 @@ ATL_VARIANTS: Dict[str, ATLVariant] = {
                    "with a skip connection"),
     )
 }
-DEFAULT_ATL_VARIANT = "mlp2_res"
+DEFAULT_ATL_VARIANT = "mlp2_res"  # on SAM's own bases; lite has its own (build.default_variant)
 
 
 def get_variant(name: str) -> ATLVariant:

@@ -4,17 +4,17 @@
 
 1. a fixed, seeded held-out split of each real sample set (70/30, seed 42, as the paper), used
    only for the reported figures;
-2. the automatic mask: ATL + mask decoder on every image of the training part for the whole
-   schedule, its last epoch kept (cross-validated on the training part, this beat choosing the
-   best epoch on a seeded fifth held back from training: ``bench/README.md``), LiteMedSAM's
+2. the automatic mask: ATL (lite's default, the in-block adapter) + mask decoder, 0.5 BCE +
+   0.5 Dice, on every image of the training part for the whole schedule, its last epoch kept
+   (each choice cross-validated on the training part: ``bench/README.md``), LiteMedSAM's
    encoder frozen; or, with ``automatic_from``, the ATL and automatic decoder of an earlier
    adapter (its own training images must lie in this training part);
 3. the point decoder, started from the automatic decoder, trained for the correction engine with
    simulated click sequences from the automatic masks and from empty (``interactive.training``);
-4. the trained weights rounded to the file's precision (``storage``: int8 matrices, the rest float16), then
-   automatic-mask metrics, NoC@85/90 and IoU after k clicks on the held-out part, written into
-   the adapter: the figures are those of the file as it loads (the report also holds them
-   before rounding).
+4. the trained weights rounded to the file's precision (``storage``: int8 matrices, the rest
+   float16), then automatic-mask metrics, NoC@85/90 and IoU after k clicks on the held-out
+   part, written into the adapter: the figures are those of the file as it loads (the report
+   also holds them before rounding).
 """
 
 import json
@@ -24,7 +24,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from ..adapter import AdapterInfo, adapter_storage, load_adapter, round_to_storage, save_adapter
+from ..adapter import AdapterInfo, adapter_storage, load_adapter, read_adapter_info, round_to_storage, save_adapter
 from ..build import LITE
 from ..data import Pair, find_pairs, split_pairs
 from ..evaluation import evaluate
@@ -85,7 +85,8 @@ def train_default(samples: Path, out: Path, work_dir: Path, recipe: Optional[Def
     recipe = recipe or DefaultRecipe()
     training, held_out = held_out_split(samples)
     torch.manual_seed(recipe.automatic.seed)  # the ATL's initial weights
-    loaded = load_model(LITE)
+    reused = read_adapter_info(Path(recipe.automatic_from)) if recipe.automatic_from else None
+    loaded = load_model(LITE, variant=reused.atl_variant if reused else None)
     if recipe.automatic_from:
         load_adapter(loaded.model, Path(recipe.automatic_from), LITE, loaded.sam_sha256)
         automatic_history: object = f"reused from {Path(recipe.automatic_from).name}"
