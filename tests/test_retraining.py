@@ -26,7 +26,7 @@ from annotations.training_runs import (
 from conftest import write_pairs
 from translandseg.interactive.embedding_cache import EmbeddingCache
 from translandseg.loading import load_model
-from translandseg.training.retraining import RetrainSettings, start_retraining
+from translandseg.training.retraining import RetrainSettings, start_retraining, train_config
 
 
 def tiny_settings(checkpoint, **changes):
@@ -137,6 +137,18 @@ def test_sigkill_leaves_the_store_consistent_and_the_run_failed(tmp_path, store_
         assert store.db.execute("pragma integrity_check").fetchone()[0] == "ok"
         assert active_model(store)["version"] == loaded.version and len(store.models()) == 1
         assert run["baseline_metrics"]["miou"] >= 0  # measured the active version first
+
+
+def test_a_run_keeps_its_last_epoch_and_measures_it_on_the_validation_images(store_with_labels, tiny_sam_checkpoint):
+    settings = tiny_settings(tiny_sam_checkpoint, epochs=2)
+    assert train_config(settings).keep_last_epoch  # the validation images choose nothing: a fair comparison
+    assert not train_config(RetrainSettings("tiny", keep_last_epoch=False)).keep_last_epoch
+    start_retraining(store_with_labels, settings)
+    run = wait_for(store_with_labels, finished)
+    assert run["status"] == "succeeded" and "(epoch 2 of 2)" in run["message"], run["message"]
+    with AnnotationStore(store_with_labels) as store:
+        (model,) = store.models()
+    assert model["metrics"]["epoch"] == 2 and {k: model["metrics"][k] for k in run["val_metrics"]} == run["val_metrics"]
 
 
 def test_auto_activation_needs_a_better_version(tmp_path, store_with_labels, tiny_sam_checkpoint):

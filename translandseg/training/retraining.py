@@ -7,7 +7,8 @@ undisturbed. That process:
 1. writes the snapshot's images and labels to a temporary folder, split as recorded;
 2. loads the active version's adapter to start from (or a fresh ATL and the base decoder) and
    measures it on the validation split, so the new version is compared on the same images;
-3. trains with a time budget, reporting epoch, loss, validation metrics and ETA to the store;
+3. trains with a time budget, reporting epoch, loss, validation metrics and ETA to the store,
+   and keeps the last epoch (``RetrainSettings.keep_last_epoch``);
 4. writes the adapter into ``models/`` next to the store (temporary file, then rename) and
    registers the version with its SHA-256, metrics and run; activates it only when the store's
    ``auto_activate`` setting is on and it beats the active version's validation mIoU.
@@ -59,6 +60,9 @@ class RetrainSettings:
     image_size: Optional[int] = 256  # the base model's own size when the base is lite; None: 1024
     max_minutes: float = 30.0
     seed: int = 42
+    # The last epoch is kept, so the validation images only measure: choosing the best epoch on
+    # them would favour the new version in its comparison with the active one on those images.
+    keep_last_epoch: bool = True
 
 
 class Cancelled(Exception):
@@ -104,7 +108,7 @@ def _cancel(signum, frame) -> None:
 def _run(store: AnnotationStore, run_id: int) -> int:
     from ..evaluation import evaluate
     from ..predict import Predictor
-    from .trainer import TrainConfig, train
+    from .trainer import train
 
     record = run(store, run_id)
     settings = RetrainSettings(**{**record["settings"], "statuses": tuple(record["settings"]["statuses"])})
@@ -118,14 +122,13 @@ def _run(store: AnnotationStore, run_id: int) -> int:
             update_run(store, run_id, message=f"measuring {base['version']} on the validation split")
             update_run(store, run_id, baseline_metrics=evaluate(Predictor(loaded.model), val_pairs))
         update_run(store, run_id, message=f"training epoch 1/{settings.epochs}")
-        config = TrainConfig(epochs=settings.epochs, batch_size=settings.batch_size, seed=settings.seed,
-                             max_seconds=60 * settings.max_minutes)  # fmt: skip
         work = models_dir(store.path) / f"run-{run_id:04d}"
-        result = train(loaded, train_pairs, val_pairs, work, config, training_snapshot=f"run {run_id}",
+        result = train(loaded, train_pairs, val_pairs, work, train_config(settings), f"run {run_id}",
                        progress=False, on_epoch=lambda r: _report(store, run_id, r, settings.epochs))  # fmt: skip
     model_id, version = _register(store, run_id, result.adapter_path, loaded, result.best_metrics)
     shutil.rmtree(work, ignore_errors=True)
-    message = f"version {version}: validation mIoU {result.best_metrics['miou']:.3f}"
+    message = (f"version {version} (epoch {result.best_epoch} of {settings.epochs}): "
+               f"validation mIoU {result.best_metrics['miou']:.3f}")  # fmt: skip
     baseline = run(store, run_id)["baseline_metrics"]
     if baseline:
         message += f" (active {record['base_version']}: {baseline['miou']:.3f} on the same images)"
@@ -134,6 +137,14 @@ def _run(store: AnnotationStore, run_id: int) -> int:
         message += "; activated automatically"
     finish_run(store, run_id, "succeeded", message, model_id)
     return 0
+
+
+def train_config(settings: RetrainSettings):
+    """How a run trains: the settings' schedule, budget and seed, and which epoch it keeps."""
+    from .trainer import TrainConfig
+
+    return TrainConfig(epochs=settings.epochs, batch_size=settings.batch_size, seed=settings.seed,
+                       max_seconds=60 * settings.max_minutes, keep_last_epoch=settings.keep_last_epoch)  # fmt: skip
 
 
 def _load(settings: RetrainSettings, base: Optional[Dict]):

@@ -1,9 +1,9 @@
 """Train the ATL and mask decoder of TransLandSeg; SAM's encoder stays frozen.
 
-As the paper: BCE + IoU loss (``loss``; 0.5 BCE + 0.5 Dice, as its public code, is the other
-choice), AdamW at 2e-4 with a cosine schedule down to 1e-7,
-the best epoch chosen by validation mIoU, or the last epoch of the whole schedule kept
-(``keep_last_epoch``, when the schedule was chosen beforehand and every image trains). Beyond
+As the paper: 0.5 BCE + 0.5 Dice loss, as its public code (``loss``; BCE + IoU, as its text, is
+the other choice), AdamW at 2e-4 with a cosine schedule down to 1e-7, the best epoch chosen by
+validation mIoU, or the last epoch kept (``keep_last_epoch``: validation images, if any, then
+only measure; when the schedule was chosen beforehand, every image can train). Beyond
 it: early stopping, a time budget, resuming from the last finished epoch after an interruption,
 and epochs that visit each sample set equally often (``balance_sets``: a small set's images
 come round more than once).
