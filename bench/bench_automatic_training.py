@@ -14,13 +14,13 @@ pooled and averaged over the sets.
 
     python bench/bench_automatic_training.py SAMPLES [--sets bijie landslide4sense]
         [--loss bce+dice] [--variant inblock] [--epochs 12] [--lr 2e-4] [--balance-sets]
-        [--no-keep-last-epoch] [--folds K] [--out runs/automatic-study]
+        [--no-keep-last-epoch] [--folds K [--thresholds 0.3 0.5]] [--out runs/automatic-study]
 """
 
 import argparse
 import json
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 
@@ -28,7 +28,7 @@ from translandseg.build import LITE, LITE_ATL_VARIANT
 from translandseg.data import stratified_folds
 from translandseg.evaluation import ConfusionMatrix, confusion
 from translandseg.loading import LoadedModel, load_model
-from translandseg.predict import Predictor
+from translandseg.predict import DEFAULT_THRESHOLD, Predictor
 from translandseg.training.recipe import SAMPLE_SETS, SPLIT_SEED, DefaultRecipe, held_out_split, stage_one_split
 from translandseg.training.trainer import TrainResult, train
 
@@ -69,16 +69,20 @@ def seconds_per_epoch(history) -> float:
     return sum(r["seconds"] for r in history) / len(history)
 
 
-def cross_validate(training, args, recipe: DefaultRecipe, run: Path) -> dict:
-    """Out-of-fold metrics of the setting: each fold predicted by a model trained on the others."""
-    matrices = {name: ConfusionMatrix() for name in sorted({p.sample_set for p in training})}
+def cross_validate(training, args, recipe: DefaultRecipe, run: Path) -> List[dict]:
+    """Out-of-fold metrics of the setting, one row per mask threshold: each fold predicted by a
+    model trained on the others (a fold already trained in ``run`` is reused)."""
+    sets = sorted({p.sample_set for p in training})
+    matrices = {t: {name: ConfusionMatrix() for name in sets} for t in args.thresholds}
     history = []
     for index, fold in enumerate(stratified_folds(training, args.folds, SPLIT_SEED)):
         rest = [pair for pair in training if pair not in fold]
         loaded, result = train_stage_one(rest, args.variant, recipe, run / f"fold-{index + 1}-of-{args.folds}")
         history += result.history
-        confusion_by_set(Predictor(loaded.model), fold, matrices)
-    return {"folds": args.folds, "s/epoch": seconds_per_epoch(history), **metrics_by_set(matrices)}
+        for threshold, by_set in matrices.items():
+            confusion_by_set(Predictor(loaded.model, threshold=threshold), fold, by_set)
+    return [{"folds": args.folds, "threshold": threshold, "s/epoch": seconds_per_epoch(history),
+             **metrics_by_set(by_set)} for threshold, by_set in matrices.items()]  # fmt: skip
 
 
 def held_out_run(training, held_out, args, recipe: DefaultRecipe, run: Path) -> dict:
@@ -102,6 +106,8 @@ def main() -> None:
                         default=DefaultRecipe().automatic.keep_last_epoch,
                         help="train on every training image and keep the last epoch (else: best on the selection fifth)")
     parser.add_argument("--folds", type=int, help="cross-validate on the training part with this many folds")
+    parser.add_argument("--thresholds", type=float, nargs="+", default=[DEFAULT_THRESHOLD],
+                        help="with --folds: a row for each of these mask thresholds")
     parser.add_argument("--out", type=Path, default=Path("runs/automatic-study"))
     args = parser.parse_args()
     recipe = DefaultRecipe()
@@ -120,12 +126,13 @@ def main() -> None:
                "balanced": args.balance_sets, "epochs": args.epochs, "lr": f"{args.lr:g}",
                "kept": "last epoch" if args.keep_last_epoch else "best on the selection fifth"}  # fmt: skip
     if args.folds:
-        row = {**setting, "training images": len(training), **cross_validate(training, args, recipe, run)}
+        rows = [{**setting, "training images": len(training), **r} for r in cross_validate(training, args, recipe, run)]
     else:
-        row = {**setting, **held_out_run(training, held_out, args, recipe, run)}
-    (run / "study.json").write_text(json.dumps(row, indent=1))
-    print("| " + " | ".join(row) + " |")
-    print("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()) + " |")
+        rows = [{**setting, **held_out_run(training, held_out, args, recipe, run)}]
+    (run / "study.json").write_text(json.dumps(rows if args.folds else rows[0], indent=1))
+    print("| " + " | ".join(rows[0]) + " |")
+    for row in rows:
+        print("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()) + " |")
 
 
 if __name__ == "__main__":
