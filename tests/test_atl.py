@@ -1,3 +1,5 @@
+import threading
+
 import pytest
 import torch
 
@@ -63,6 +65,31 @@ def test_inblock_adapter_adapts_every_attention_output_only_while_encoding():
     torch.testing.assert_close(model.encode_plain(images), plain)  # the plain encoder stays plain
     model(images).mean().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.atl.parameters())
+
+
+def test_inblock_adapter_leaves_a_plain_encoding_on_another_thread_plain():
+    """The app encodes the automatic mask and, in the background, the click embedding at once."""
+    torch.manual_seed(0)
+    model = build_translandseg("tiny", image_size=64, variant="inblock")
+    images = torch.rand(1, 3, 64, 64) * 255
+    with torch.no_grad():
+        plain, adapted = model.encode_plain(images), model.encode(images)
+        results, start = {"plain": [], "adapted": []}, threading.Barrier(2)
+
+        def run(name, encode):
+            for _ in range(30):
+                start.wait()
+                results[name].append(encode(images))
+
+        threads = [threading.Thread(target=run, args=("plain", model.encode_plain)),
+                   threading.Thread(target=run, args=("adapted", model.encode))]  # fmt: skip
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert len(results["plain"]) == len(results["adapted"]) == 30
+    assert all(torch.equal(r, plain) for r in results["plain"])
+    assert all(torch.equal(r, adapted) for r in results["adapted"])
 
 
 def test_high_frequency_removes_the_low_frequencies():
