@@ -13,7 +13,7 @@ folds (the fold itself chooses nothing), and the row gives out-of-fold landslide
 pooled and averaged over the sets.
 
     python bench/bench_automatic_training.py SAMPLES [--sets bijie landslide4sense]
-        [--loss bce+dice] [--variant inblock] [--epochs 12] [--lr 2e-4] [--balance-sets]
+        [--loss bce+dice] [--variant inblock] [--epochs 12] [--lr 2e-4] [--seed 42] [--balance-sets]
         [--no-keep-last-epoch] [--folds K [--thresholds 0.3 0.5]] [--out runs/automatic-study]
 """
 
@@ -101,6 +101,8 @@ def main() -> None:
     parser.add_argument("--variant", default=LITE_ATL_VARIANT)
     parser.add_argument("--epochs", type=int, default=DefaultRecipe().automatic.epochs)
     parser.add_argument("--lr", type=float, default=DefaultRecipe().automatic.lr)
+    parser.add_argument("--seed", type=int, default=DefaultRecipe().automatic.seed,
+                        help="training seed (initial weights, order, augmentation); the splits keep theirs")
     parser.add_argument("--balance-sets", action="store_true", help="each sample set as often per epoch as the largest")
     parser.add_argument("--keep-last-epoch", action=argparse.BooleanOptionalAction,
                         default=DefaultRecipe().automatic.keep_last_epoch,
@@ -114,16 +116,17 @@ def main() -> None:
     training, held_out = held_out_split(args.samples)
     training = [p for p in training if p.sample_set in args.sets]
     config = recipe.automatic
-    config.loss, config.epochs, config.lr = args.loss, args.epochs, args.lr
+    config.loss, config.epochs, config.lr, config.seed = args.loss, args.epochs, args.lr, args.seed
     config.balance_sets, config.keep_last_epoch = args.balance_sets, args.keep_last_epoch
     name = f"{args.variant}-{args.loss}-{'+'.join(args.sets)}{'-balanced' if args.balance_sets else ''}"
     if args.folds:
         name += f"-{args.epochs}epochs-lr{args.lr:g}-{'last' if args.keep_last_epoch else 'best'}-cv{args.folds}"
+        name += f"-seed{args.seed}" if args.seed != DefaultRecipe().automatic.seed else ""
     elif args.keep_last_epoch:
         name += "-last"
     run = args.out / name
     setting = {"variant": args.variant, "loss": args.loss, "trained on": "+".join(args.sets),
-               "balanced": args.balance_sets, "epochs": args.epochs, "lr": f"{args.lr:g}",
+               "balanced": args.balance_sets, "epochs": args.epochs, "lr": f"{args.lr:g}", "seed": args.seed,
                "kept": "last epoch" if args.keep_last_epoch else "best on the selection fifth"}  # fmt: skip
     if args.folds:
         rows = [{**setting, "training images": len(training), **r} for r in cross_validate(training, args, recipe, run)]
