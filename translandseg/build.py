@@ -54,8 +54,9 @@ SAM_CONFIGS = {
 LITE = "lite"
 LITE_IMAGE_SIZE = 256
 MODEL_TYPES = (*SAM_CONFIGS, LITE)
-# On lite the paper code's in-block adapter won the cross-validated study on the real samples
-# (bench/README.md); on SAM's own bases it would train 5-8 % of the weights, not the paper's ~1.3 %.
+# On lite the paper code's in-block adapter (with Dice) ties the others pooled and is far better on
+# Landslide4Sense, cross-validated (bench/README.md); on SAM's bases it would train 5-8 % of the
+# weights, not the paper's ~1.3 %.
 LITE_ATL_VARIANT = "inblock"
 
 

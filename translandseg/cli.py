@@ -63,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--patience", type=int, default=10, help="stop after this many epochs without a better mIoU")
     train.add_argument("--loss", choices=sorted(LOSSES), default=DEFAULT_LOSS,
                        help="0.5 BCE + 0.5 Dice as the paper's public code (default; with the in-block "
-                       "adapter it won the cross-validated study: bench/README.md), or BCE + IoU as its text")  # fmt: skip
+                       "adapter, cross-validated: bench/README.md), or BCE + IoU as its text")  # fmt: skip
     train.add_argument("--val-fraction", type=float, default=0.3)
     train.add_argument("--keep-last-epoch", action="store_true",
                        help="train on every image for all --epochs and keep the last (no validation split; "
