@@ -26,17 +26,19 @@ import torch
 
 from translandseg.build import LITE, LITE_ATL_VARIANT
 from translandseg.data import stratified_folds
-from translandseg.evaluation import ConfusionMatrix, confusion
+from translandseg.evaluation import ConfusionMatrix, confusions
 from translandseg.loading import LoadedModel, load_model
 from translandseg.predict import DEFAULT_THRESHOLD, Predictor
 from translandseg.training.recipe import SAMPLE_SETS, SPLIT_SEED, DefaultRecipe, held_out_split, stage_one_split
 from translandseg.training.trainer import TrainResult, train
 
 
-def confusion_by_set(predictor: Predictor, pairs, matrices: Dict[str, ConfusionMatrix]) -> None:
-    """Add the predictor's confusion on each sample set's pairs to that set's matrix."""
-    for name, matrix in matrices.items():
-        matrix.counts += confusion(predictor, [pair for pair in pairs if pair.sample_set == name]).counts
+def confusion_by_set(predictor: Predictor, pairs, matrices: Dict[float, Dict[str, ConfusionMatrix]]) -> None:
+    """Add the predictor's confusion on each sample set's pairs to that set's matrix, per threshold."""
+    for name in next(iter(matrices.values())):
+        of_set = confusions(predictor, [pair for pair in pairs if pair.sample_set == name], list(matrices))
+        for threshold, matrix in of_set.items():
+            matrices[threshold][name].counts += matrix.counts
 
 
 def metrics_by_set(matrices: Dict[str, ConfusionMatrix]) -> dict:
@@ -51,9 +53,9 @@ def metrics_by_set(matrices: Dict[str, ConfusionMatrix]) -> dict:
 
 
 def held_out_metrics(predictor: Predictor, held_out) -> dict:
-    matrices = {name: ConfusionMatrix() for name in SAMPLE_SETS}
+    matrices = {predictor.threshold: {name: ConfusionMatrix() for name in SAMPLE_SETS}}
     confusion_by_set(predictor, held_out, matrices)
-    return metrics_by_set(matrices)
+    return metrics_by_set(matrices[predictor.threshold])
 
 
 def train_stage_one(training, variant: str, recipe: DefaultRecipe, run: Path) -> Tuple[LoadedModel, TrainResult]:
@@ -79,8 +81,7 @@ def cross_validate(training, args, recipe: DefaultRecipe, run: Path) -> List[dic
         rest = [pair for pair in training if pair not in fold]
         loaded, result = train_stage_one(rest, args.variant, recipe, run / f"fold-{index + 1}-of-{args.folds}")
         history += result.history
-        for threshold, by_set in matrices.items():
-            confusion_by_set(Predictor(loaded.model, threshold=threshold), fold, by_set)
+        confusion_by_set(Predictor(loaded.model), fold, matrices)  # one prediction per image, every threshold
     return [{"folds": args.folds, "threshold": threshold, "s/epoch": seconds_per_epoch(history),
              **metrics_by_set(by_set)} for threshold, by_set in matrices.items()]  # fmt: skip
 

@@ -424,10 +424,9 @@ def _info(args) -> None:
     image_size = args.image_size or default_image_size(args.sam)
     with torch.device("cpu" if args.sam == LITE else "meta"):  # TinyViT's constructor reads tensor values
         model = build_translandseg(args.sam, image_size, args.variant)
-    variant_name = model.atl.variant.name
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.trainable_parameters())
-    print(f"TransLandSeg on {args.sam}, ATL {variant_name}, input {image_size}px")
+    print(f"TransLandSeg on {args.sam}, ATL {model.atl.variant.name}, input {image_size}px")
     print(f"  parameters: {total:,} total, {trainable:,} trainable ({100 * trainable / total:.2f} %)")
     print(f"  ATL: {sum(p.numel() for p in model.atl.parameters()):,}, "
           f"mask decoder: {sum(p.numel() for p in model.mask_decoder.parameters()):,}")  # fmt: skip

@@ -1,6 +1,6 @@
 """Evaluate a model on labelled pairs at each label's own resolution, as ``predict`` sees them."""
 
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 from tqdm import tqdm
 
@@ -16,8 +16,17 @@ def evaluate(predictor: Predictor, pairs: Sequence[Pair], progress: bool = False
 
 def confusion(predictor: Predictor, pairs: Sequence[Pair], progress: bool = False) -> ConfusionMatrix:
     """The confusion matrix of the predictor's masks against the labels, over all pixels of ``pairs``."""
-    matrix = ConfusionMatrix()
+    return confusions(predictor, pairs, None, progress)[predictor.threshold]
+
+
+def confusions(predictor: Predictor, pairs: Sequence[Pair], thresholds: Optional[Sequence[float]] = None,
+               progress: bool = False) -> Dict[float, ConfusionMatrix]:  # fmt: skip
+    """A confusion matrix for each mask threshold (default: the predictor's), from one prediction
+    of each pair."""
+    matrices = {t: ConfusionMatrix() for t in (thresholds or [predictor.threshold])}
     for pair in tqdm(pairs, desc="evaluate", unit="image", disable=not progress):
         rgb, valid, label = load_pair(pair)
-        matrix.update(predictor.predict_array(rgb, valid) > predictor.threshold, label)
-    return matrix
+        probability = predictor.predict_array(rgb, valid)
+        for threshold, matrix in matrices.items():
+            matrix.update(probability > threshold, label)
+    return matrices

@@ -24,7 +24,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from ..adapter import AdapterInfo, adapter_storage, load_adapter, read_adapter_info, round_to_storage, save_adapter
+from ..adapter import AdapterInfo, adapter_storage, load_adapter, round_to_storage, save_adapter
 from ..build import LITE
 from ..data import Pair, find_pairs, split_pairs
 from ..evaluation import evaluate
@@ -85,11 +85,10 @@ def train_default(samples: Path, out: Path, work_dir: Path, recipe: Optional[Def
     recipe = recipe or DefaultRecipe()
     training, held_out = held_out_split(samples)
     torch.manual_seed(recipe.automatic.seed)  # the ATL's initial weights
-    reused = read_adapter_info(Path(recipe.automatic_from)) if recipe.automatic_from else None
-    loaded = load_model(LITE, variant=reused.atl_variant if reused else None)
-    if recipe.automatic_from:
-        load_adapter(loaded.model, Path(recipe.automatic_from), LITE, loaded.sam_sha256)
-        automatic_history: object = f"reused from {Path(recipe.automatic_from).name}"
+    reused = Path(recipe.automatic_from) if recipe.automatic_from else None
+    loaded = load_model(LITE, adapter=reused)  # a reused adapter brings its variant, ATL and automatic decoder
+    if reused:
+        automatic_history: object = f"reused from {reused.name}"
     else:
         fit, selection = stage_one_split(training, recipe)
         result = train(loaded, fit, selection, Path(work_dir) / "automatic", recipe.automatic, progress=progress)
