@@ -5,7 +5,8 @@ window the engine uses once the mask is near the landslide), with its plain-enco
 computed once. One step plays one analyst on a frame: the mask starts as the automatic model's
 mask of the frame or empty (``automatic_share`` of the time the former), then 1 to
 ``max_clicks`` clicks follow (a random number, as RITM's iterative training), each drawn at
-random in the larger error and planned, prompted and merged exactly as the engine does
+random in an error (``click_placement``: ``simulation.next_click``) and planned, prompted and
+merged exactly as the engine does
 (``refinement.plan``, ``PointPrompter.mask_input``, ``refinement.merged``). Every answer is
 scored against the frame's label with the paper's BCE + IoU loss plus ``click_weight`` times a
 BCE at the clicked pixels against their labels, which makes the decoder follow the clicks itself
@@ -39,6 +40,7 @@ class ClickTrainConfig:
     weight_decay: float = 0.01
     accumulate: int = 4  # sequences per optimiser step
     click_weight: float = 0.0  # of the BCE at the clicked pixels (the default recipe's 0.1: bench/README.md)
+    click_placement: str = "random"  # where a simulated click lands (simulation.PLACEMENTS)
     kept: Tuple[str, ...] = ()  # decoder parts left as they start (an adapter stores them once)
     seed: int = 42
     max_steps: Optional[int] = None  # stop early (a smoke run)
@@ -135,7 +137,7 @@ def play(prompter: PointPrompter, frame: ClickFrame, config: ClickTrainConfig, r
     clicks: List[PointClick] = []
     losses = []
     for _ in range(int(rng.integers(1, config.max_clicks + 1))):
-        simulated = next_click(mask, frame.label, frame.valid, rng)
+        simulated = next_click(mask, frame.label, frame.valid, rng, config.click_placement)
         if simulated is None:
             break
         click = PointClick(simulated.x, simulated.y, simulated.positive)
