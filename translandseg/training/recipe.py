@@ -43,7 +43,7 @@ HELD_OUT_FRACTION, SPLIT_SEED = 0.3, 42
 
 @dataclass
 class DefaultRecipe:
-    automatic: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=12, batch_size=1, keep_last_epoch=True))
+    automatic: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=20, batch_size=1, keep_last_epoch=True))
     clicks: ClickTrainConfig = field(default_factory=lambda: ClickTrainConfig(epochs=10, click_weight=0.1))
     selection_fraction: float = 0.2  # of the training part, to pick the best automatic epoch when not keeping the last
     automatic_from: Optional[str] = None  # an adapter whose ATL and automatic decoder stage 2 starts from
