@@ -94,6 +94,14 @@ def held_out_run(training, held_out, args, recipe: DefaultRecipe, run: Path) -> 
             "s/epoch": seconds_per_epoch(result.history), **held_out_metrics(Predictor(loaded.model), held_out)}
 
 
+def run_name(args) -> str:
+    """The run's folder: every setting spelled out, so that no other setting's run is resumed or reused."""
+    name = f"{args.variant}-{args.loss}-{'+'.join(args.sets)}{'-balanced' if args.balance_sets else ''}"
+    name += f"-{args.epochs}epochs-lr{args.lr:g}-{'last' if args.keep_last_epoch else 'best'}"
+    name += f"-cv{args.folds}" if args.folds else ""
+    return name + (f"-seed{args.seed}" if args.seed != DefaultRecipe().automatic.seed else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("samples", type=Path)
@@ -119,13 +127,7 @@ def main() -> None:
     config = recipe.automatic
     config.loss, config.epochs, config.lr, config.seed = args.loss, args.epochs, args.lr, args.seed
     config.balance_sets, config.keep_last_epoch = args.balance_sets, args.keep_last_epoch
-    name = f"{args.variant}-{args.loss}-{'+'.join(args.sets)}{'-balanced' if args.balance_sets else ''}"
-    if args.folds:
-        name += f"-{args.epochs}epochs-lr{args.lr:g}-{'last' if args.keep_last_epoch else 'best'}-cv{args.folds}"
-        name += f"-seed{args.seed}" if args.seed != DefaultRecipe().automatic.seed else ""
-    elif args.keep_last_epoch:
-        name += "-last"
-    run = args.out / name
+    run = args.out / run_name(args)
     setting = {"variant": args.variant, "loss": args.loss, "trained on": "+".join(args.sets),
                "balanced": args.balance_sets, "epochs": args.epochs, "lr": f"{args.lr:g}", "seed": args.seed,
                "kept": "last epoch" if args.keep_last_epoch else "best on the selection fifth"}  # fmt: skip

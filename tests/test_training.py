@@ -126,6 +126,21 @@ def test_resuming_continues_exactly_where_training_stopped(tiny_sam_checkpoint, 
     assert [r["epoch"] for r in history] == [1, 2, 3]
 
 
+def test_a_run_with_other_settings_is_refused_not_resumed(tiny_sam_checkpoint, tmp_path):
+    pairs = find_pairs(write_pairs(tmp_path / "d", 4))
+    train_pairs, val_pairs = split_pairs(pairs)
+    loaded = load_model("tiny", tiny_sam_checkpoint, image_size=64)
+    out = tmp_path / "run"
+    train(loaded, train_pairs, val_pairs, out, TrainConfig(epochs=1, patience=99), progress=False)
+    written = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(ValueError, match=r"other settings: epochs 1 \(now 2\)"):
+        train(loaded, train_pairs, val_pairs, out, TrainConfig(epochs=2, patience=99), progress=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == written  # the finished run is left as it was
+    again = train(loaded, train_pairs, val_pairs, out, TrainConfig(epochs=1, patience=5, max_seconds=60),
+                  progress=False)  # fmt: skip
+    assert [r["epoch"] for r in again.history] == [1]  # when to stop may change: the finished run is reused
+
+
 def test_too_few_labels_is_a_clear_error(tiny_sam_checkpoint, tmp_path):
     pairs = find_pairs(write_pairs(tmp_path / "d", 1))
     loaded = load_model("tiny", tiny_sam_checkpoint, image_size=64)

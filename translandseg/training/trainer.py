@@ -73,7 +73,8 @@ def train(
     progress: bool = True,
     on_epoch: Optional[Callable[[Dict[str, float]], None]] = None,
 ) -> TrainResult:
-    """Train ``loaded.model`` in place; resumes from ``out_dir/checkpoint.pt`` if present."""
+    """Train ``loaded.model`` in place; resumes from ``out_dir/checkpoint.pt`` if present (a run
+    with the same settings but for ``RESUMABLE_CHANGES``; another run's checkpoint is refused)."""
     config = config or TrainConfig()
     if not train_pairs or not (val_pairs or config.keep_last_epoch):
         raise ValueError(f"training needs at least one training and one validation image "
@@ -88,7 +89,7 @@ def train(
     state = _TrainingState()
     checkpoint = out_dir / CHECKPOINT_FILE
     if checkpoint.exists():
-        state = _resume(checkpoint, loaded, optimizer, scheduler)
+        state = _resume(checkpoint, loaded, config, optimizer, scheduler)
     for epoch in range(state.epoch + 1, config.epochs + 1):
         started = time.monotonic()
         loss = _train_epoch(model, dataset, optimizer, scheduler, config, epoch, progress)
@@ -101,7 +102,7 @@ def train(
                                training_snapshot, metrics)  # fmt: skip
             save_adapter(model, out_dir / ADAPTER_FILE, info, loaded.tuned_prompt_decoder)  # clicks' decoder kept
         state.epoch = epoch
-        _save_checkpoint(checkpoint, loaded, optimizer, scheduler, state)
+        _save_checkpoint(checkpoint, loaded, config, optimizer, scheduler, state)
         (out_dir / HISTORY_FILE).write_text(json.dumps(state.history, indent=1))
         if on_epoch is not None:
             on_epoch(record)
@@ -174,25 +175,42 @@ class _TrainingState:
     history: List[Dict[str, float]] = field(default_factory=list)
 
 
+RESUMABLE_CHANGES = ("patience", "max_seconds")  # settings a resumed run may change: when to stop
+
+
+def _schedule(config: TrainConfig) -> Dict[str, object]:
+    """The settings that shape a run's trajectory: a checkpoint resumes only under the same ones."""
+    return {k: v for k, v in asdict(config).items() if k not in RESUMABLE_CHANGES}
+
+
 def _identity(loaded: LoadedModel) -> Dict[str, object]:
     model = loaded.model
     return {"base_model": loaded.model_type, "base_sha256": loaded.sam_sha256,
             "atl_variant": model.atl.variant.name, "image_size": model.image_size}  # fmt: skip
 
 
-def _save_checkpoint(path: Path, loaded: LoadedModel, optimizer, scheduler, state: _TrainingState) -> None:
+def _save_checkpoint(path: Path, loaded: LoadedModel, config: TrainConfig, optimizer, scheduler,
+                     state: _TrainingState) -> None:  # fmt: skip
     trained = {k: v for k, v in loaded.model.state_dict().items() if k.startswith(("atl.", "mask_decoder."))}
-    payload = {"identity": _identity(loaded), "weights": trained, "optimizer": optimizer.state_dict(),
-               "scheduler": scheduler.state_dict(), "state": asdict(state)}  # fmt: skip
+    payload = {"identity": _identity(loaded), "schedule": _schedule(config), "weights": trained,
+               "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "state": asdict(state)}  # fmt: skip
     tmp = path.with_suffix(".tmp")
     torch.save(payload, tmp)
     tmp.replace(path)
 
 
-def _resume(path: Path, loaded: LoadedModel, optimizer, scheduler) -> _TrainingState:
+def _resume(path: Path, loaded: LoadedModel, config: TrainConfig, optimizer, scheduler) -> _TrainingState:
     payload = torch.load(path, map_location=loaded.model.device, weights_only=True)
     if payload["identity"] != _identity(loaded):
         raise ValueError(f"{path} belongs to another model ({payload['identity']}); use a new output folder")
+    schedule = payload.get("schedule")
+    if schedule is None:
+        raise ValueError(f"{path} was written without its training settings, so it cannot be resumed safely; "
+                         "use a new output folder")  # fmt: skip
+    changed = {k: (schedule.get(k), v) for k, v in _schedule(config).items() if schedule.get(k) != v}
+    if changed:
+        words = ", ".join(f"{k} {was!r} (now {now!r})" for k, (was, now) in changed.items())
+        raise ValueError(f"{path} is a run with other settings: {words}; use a new output folder or its settings")
     loaded.model.load_state_dict(payload["weights"], strict=False)
     optimizer.load_state_dict(payload["optimizer"])
     scheduler.load_state_dict(payload["scheduler"])
