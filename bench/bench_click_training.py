@@ -23,37 +23,28 @@ from pathlib import Path
 import torch
 
 from translandseg.build import LITE
-from translandseg.data import Pair, split_pairs
+from translandseg.data import split_pairs
 from translandseg.default_model import DEFAULT_ADAPTER
 from translandseg.interactive.embedding_cache import EmbeddingCache
 from translandseg.interactive.evaluation import click_runs, summarise
 from translandseg.interactive.prompting import PointPrompter
 from translandseg.interactive.training import prepare_frames, train_point_decoder
 from translandseg.loading import load_model
-from translandseg.predict import Predictor
-from translandseg.raster import RasterImage
-from translandseg.training.recipe import SPLIT_SEED, DefaultRecipe, held_out_split
+from translandseg.training.recipe import SPLIT_SEED, DefaultRecipe, automatic_masks, held_out_split
 
-SELECTION_FRACTION = 0.2
 COLUMNS = ("noc85", "noc90", "iou@1", "iou@3", "iou@5", "iou@10", "harmful_clicks", "fallback_clicks")
 
 
 def compare(samples: Path, adapter: Path, settings: dict) -> None:
     torch.set_num_threads(os.cpu_count() or 1)
     training, _ = held_out_split(samples)
-    fit, selection = split_pairs(training, SELECTION_FRACTION, SPLIT_SEED)
+    fit, selection = split_pairs(training, DefaultRecipe().selection_fraction, SPLIT_SEED)
     print(f"fit part: {len(fit)} images; selection fifth: {', '.join(p.name for p in selection)}", flush=True)
     loaded = load_model(LITE, adapter=adapter)
     start = loaded.model.mask_decoder.state_dict()  # the recipe starts the point decoder here
     prompter = PointPrompter(loaded.model, loaded.prompt_decoder, loaded.prompt_model_id, EmbeddingCache(0))
-    predictor = Predictor(loaded.model)
-
-    def automatic_mask(pair: Pair):
-        with RasterImage(pair.image) as image:
-            return predictor.predict_mask(image)
-
     recipe = DefaultRecipe().clicks
-    frames = prepare_frames(prompter, fit, automatic_mask, recipe)
+    frames = prepare_frames(prompter, fit, automatic_masks(loaded), recipe)
     cache = EmbeddingCache(256)  # the selection images' click embeddings, shared by every setting
     rows = {}
     for name, overrides in settings.items():

@@ -49,3 +49,11 @@ def test_a_click_lands_only_on_valid_pixels_and_none_when_the_mask_matches(error
         assert next_click(target, target, rng=rng, placement=placement) is None
     with pytest.raises(ValueError, match="placement"):
         next_click(prediction, target, rng=rng, placement="deepest")
+
+
+def test_click_training_refuses_an_unknown_placement_when_configured():
+    from translandseg.interactive.training import ClickTrainConfig
+
+    assert ClickTrainConfig(click_placement="inner").click_placement == "inner"
+    with pytest.raises(ValueError, match="placement"):
+        ClickTrainConfig(click_placement="deepest")

@@ -16,8 +16,6 @@ from typing import Optional, Tuple
 import numpy as np
 from scipy import ndimage
 
-PLACEMENTS = ("random", "inner")
-
 
 @dataclass(frozen=True)
 class SimulatedClick:
@@ -60,16 +58,14 @@ def next_click(prediction: np.ndarray, target: np.ndarray, valid: Optional[np.nd
         valid: pixels that count (default all).
         rng: draw the click at random as ``placement`` says (training); without, the deepest
             pixel of the deeper error (measuring).
-        placement: with ``rng``, one of ``PLACEMENTS``.
+        placement: with ``rng``, a name in ``PLACEMENTS``.
     """
     valid = np.ones_like(target, bool) if valid is None else valid
     missed = target & ~prediction & valid
     false_alarm = prediction & ~target & valid
     if rng is not None:
-        if placement not in PLACEMENTS:
-            raise ValueError(f"placement must be one of {PLACEMENTS}, not {placement!r}")
-        draw = _inner_click if placement == "inner" else _random_click
-        return draw(missed, false_alarm, rng)
+        check_placement(placement)
+        return PLACEMENTS[placement](missed, false_alarm, rng)
     missed_depth, missed_row, missed_col = interior_depth(missed)
     alarm_depth, alarm_row, alarm_col = interior_depth(false_alarm)
     if missed_depth == alarm_depth == 0:
@@ -106,3 +102,11 @@ def _drawn(candidates: np.ndarray, positive: bool, rng: np.random.Generator) -> 
         return None
     pick = int(rng.integers(len(rows)))
     return SimulatedClick(int(cols[pick]), int(rows[pick]), bool(positive))
+
+
+PLACEMENTS = {"random": _random_click, "inner": _inner_click}  # how training draws a click
+
+
+def check_placement(placement: str) -> None:
+    if placement not in PLACEMENTS:
+        raise ValueError(f"placement must be one of {sorted(PLACEMENTS)}, not {placement!r}")

@@ -25,7 +25,7 @@ from ..data import Pair, load_pair
 from ..training.losses import bce_iou_loss
 from .prompting import PointPrompter, SamPrompt
 from .refinement import PointClick, focus_window, merged, plan
-from .simulation import next_click
+from .simulation import check_placement, next_click
 
 ORIENTATION_ORDER = (0, 5, 2, 7, 1, 4, 3, 6)  # spread: the first n mix rotations and flips
 
@@ -44,6 +44,9 @@ class ClickTrainConfig:
     kept: Tuple[str, ...] = ()  # decoder parts left as they start (an adapter stores them once)
     seed: int = 42
     max_steps: Optional[int] = None  # stop early (a smoke run)
+
+    def __post_init__(self) -> None:
+        check_placement(self.click_placement)
 
 
 @dataclass

@@ -20,8 +20,9 @@
 import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 
 from ..adapter import AdapterInfo, adapter_storage, load_adapter, round_to_storage, save_adapter
@@ -79,6 +80,17 @@ def measure(loaded: LoadedModel, pairs: Sequence[Pair], progress: bool = False) 
     return metrics
 
 
+def automatic_masks(loaded: LoadedModel) -> Callable[[Pair], np.ndarray]:
+    """A pair's automatic mask as the app predicts it: what the point decoder's training starts from."""
+    predictor = Predictor(loaded.model)
+
+    def automatic_mask(pair: Pair) -> np.ndarray:
+        with RasterImage(pair.image) as image:
+            return predictor.predict_mask(image)
+
+    return automatic_mask
+
+
 def train_default(samples: Path, out: Path, work_dir: Path, recipe: Optional[DefaultRecipe] = None,
                   progress: bool = True) -> Dict[str, object]:  # fmt: skip
     """Run the whole recipe; writes the adapter to ``out`` and returns its report."""
@@ -96,13 +108,7 @@ def train_default(samples: Path, out: Path, work_dir: Path, recipe: Optional[Def
         automatic_history = result.history
     loaded.prompt_decoder.load_state_dict(loaded.model.mask_decoder.state_dict())
     prompter = PointPrompter(loaded.model, loaded.prompt_decoder, loaded.prompt_model_id, EmbeddingCache(0))
-    predictor = Predictor(loaded.model)
-
-    def automatic_mask(pair: Pair):
-        with RasterImage(pair.image) as image:
-            return predictor.predict_mask(image)
-
-    frames = prepare_frames(prompter, training, automatic_mask, recipe.clicks, progress)
+    frames = prepare_frames(prompter, training, automatic_masks(loaded), recipe.clicks, progress)
     click_history = train_point_decoder(prompter, frames, recipe.clicks, progress)
     unrounded = measure(loaded, held_out, progress) if recipe.storage != "float32" else None
     round_to_storage(loaded.model, loaded.prompt_decoder, recipe.storage)
