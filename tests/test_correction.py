@@ -141,23 +141,32 @@ def test_region_refinement_on_arrays():
 
 
 def test_the_fallback_disk_reaches_the_nearest_pixel_with_the_clicked_label():
-    mask = np.zeros((200, 200), bool)
+    mask = np.zeros((300, 300), bool)
     mask[50:150, 50:100] = True  # the region; the analyst's landslide also covers columns 100-109
     click = PointClick(105, 100, True)  # in the middle of the missed strip, 6 pixels from the edge
-    refinement = plan(mask, [], click, 200, 200)
+    refinement = plan(mask, [], click, 300, 300)
     refused = np.zeros_like(mask)  # the decoder leaves the clicked pixel unmarked
     after, fallback = merged(mask, refinement, refused, click, output_side=256)
     added = after & ~mask
     assert fallback and added[100, 100:112].all() and not added[100, 112:].any()  # a disk of radius 6
     assert after[mask].all()  # nothing taken away
     far = PointClick(180, 20, True)  # far from every landslide: the disk stops at four times the smallest
-    after, _ = merged(mask, plan(mask, [], far, 200, 200), refused, far, output_side=256)
-    assert np.count_nonzero(after & ~mask) == np.count_nonzero(_disk_of(200, 180, 20, 4 * 3))
+    after, _ = merged(mask, plan(mask, [], far, 300, 300), refused, far, output_side=256)
+    assert np.count_nonzero(after & ~mask) == np.count_nonzero(_disk_of(300, 180, 20, 4 * 3))
     inside = PointClick(60, 100, False)  # a negative click 11 pixels from the nearest unmarked pixel
-    refinement = plan(mask, [], inside, 200, 200)
+    refinement = plan(mask, [], inside, 300, 300)
     after, fallback = merged(mask, refinement, np.ones_like(mask), inside, output_side=256)
     cut = mask & ~after
     assert fallback and cut[100, 50:72].all() and not cut[100, 72:].any() and not cut[:, :50].any()
+
+
+def test_on_a_small_window_the_fallback_disk_stays_within_a_twentieth_of_its_side():
+    mask = np.zeros((128, 128), bool)  # a Landslide4Sense-sized patch
+    mask[10:30, 10:30] = True
+    far = PointClick(100, 100, True)  # a missed landslide far from the marked one
+    after, fallback = merged(mask, plan(mask, [], far, 128, 128), np.zeros_like(mask), far, output_side=256)
+    assert fallback and np.count_nonzero(after & ~mask) == np.count_nonzero(_disk_of(128, 100, 100, 128 / 20))
+    assert after[mask].all()
 
 
 def test_an_answer_that_undoes_an_earlier_click_is_dropped():
