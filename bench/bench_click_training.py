@@ -10,7 +10,8 @@ training split (``held_out_split``'s training part less its seeded selection fif
 after k clicks, harmful and fallback clicks, from the automatic mask and from empty. The
 held-out split plays no part. Stage 1 (ATL and automatic decoder) is the adapter's, which was
 trained on the whole training part, selection fifth included, as the recipe's stage 2 sees it.
-The training frames and the click embeddings are made once and shared by every setting.
+The training frames are made once for each distinct ``orientations`` / ``focus_frames`` and the
+click embeddings once, shared by every setting.
 """
 
 import argparse
@@ -44,14 +45,17 @@ def compare(samples: Path, adapter: Path, settings: dict) -> None:
     start = loaded.model.mask_decoder.state_dict()  # the recipe starts the point decoder here
     prompter = PointPrompter(loaded.model, loaded.prompt_decoder, loaded.prompt_model_id, EmbeddingCache(0))
     recipe = DefaultRecipe().clicks
-    frames = prepare_frames(prompter, fit, automatic_masks(loaded), recipe)
+    frames = {}  # (orientations, focus_frames): the fit part's frames
     cache = EmbeddingCache(256)  # the selection images' click embeddings, shared by every setting
     rows = {}
     for name, overrides in settings.items():
         config = replace(recipe, **overrides)
+        framing = (config.orientations, config.focus_frames)
+        if framing not in frames:
+            frames[framing] = prepare_frames(prompter, fit, automatic_masks(loaded), config)
         loaded.prompt_decoder.load_state_dict(start)
         began = time.perf_counter()
-        history = train_point_decoder(prompter, frames, config)
+        history = train_point_decoder(prompter, frames[framing], config)
         minutes = (time.perf_counter() - began) / 60
         row = {}
         for begin in ("automatic", "empty"):

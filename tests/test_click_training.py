@@ -6,7 +6,7 @@ import torch
 
 from translandseg.interactive.embedding_cache import EmbeddingCache
 from translandseg.interactive.prompting import PointPrompter
-from translandseg.interactive.training import ClickFrame, ClickTrainConfig, train_point_decoder
+from translandseg.interactive.training import ClickFrame, ClickTrainConfig, frame_windows, train_point_decoder
 from translandseg.loading import load_model
 
 
@@ -58,3 +58,15 @@ def test_the_click_loss_is_part_of_what_training_optimises(prompter):
     weighted_loss, weighted = trained_copy(1.0)
     assert weighted_loss > plain_loss  # the same sequences, scored with the clicks' BCE added
     assert any(not torch.equal(plain[k], weighted[k]) for k in plain)  # and trained towards it
+
+
+def test_training_frames_add_the_focus_window_only_when_asked():
+    label = np.zeros((512, 512), bool)
+    label[300:340, 100:160] = True
+    whole = (0, 0, 512, 512)
+    windows = frame_windows(label, 256)
+    assert windows[0] == whole and len(windows) == 2
+    col, row, width, height = windows[1]  # the engine's zoom: at least 256 px, around the landslide
+    assert width == height == 256 and col <= 100 and col + width >= 160 and row <= 300 and row + height >= 340
+    assert frame_windows(label, 256, focus=False) == [whole]
+    assert frame_windows(label, 1024) == [whole]  # an image no larger than the zoom is framed whole

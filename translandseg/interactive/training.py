@@ -41,6 +41,7 @@ class ClickTrainConfig:
     accumulate: int = 4  # sequences per optimiser step
     click_weight: float = 0.0  # of the BCE at the clicked pixels (the default recipe's 0.1: bench/README.md)
     click_placement: str = "random"  # where a simulated click lands (simulation.PLACEMENTS)
+    focus_frames: bool = True  # also frame each larger image's focus window (``frame_windows``)
     kept: Tuple[str, ...] = ()  # decoder parts left as they start (an adapter stores them once)
     seed: int = 42
     max_steps: Optional[int] = None  # stop early (a smoke run)
@@ -64,13 +65,13 @@ def orientations(*arrays: np.ndarray, count: int = 8) -> Iterator[Tuple[np.ndarr
         yield tuple(np.ascontiguousarray(np.rot90(a[:, ::-1] if flip else a, turns)) for a in arrays)
 
 
-def frame_windows(label: np.ndarray, min_side: int) -> List[Tuple[int, int, int, int]]:
-    """The whole image, and when the image is larger than ``min_side`` the focus window the engine
-    uses around its landslides."""
+def frame_windows(label: np.ndarray, min_side: int, focus: bool = True) -> List[Tuple[int, int, int, int]]:
+    """The whole image, and with ``focus``, when the image is larger than ``min_side``, the focus
+    window the engine uses around its landslides when it zooms in."""
     height, width = label.shape
     windows = [(0, 0, width, height)]
     rows, cols = np.nonzero(label)
-    if max(height, width) > min_side and len(rows):
+    if focus and max(height, width) > min_side and len(rows):
         centre = PointClick(int(np.median(cols)), int(np.median(rows)), True)
         windows.append(focus_window(label, (0, 0, width, height), centre, label.shape, min_side, max(label.shape)))
     return list(dict.fromkeys(windows))
@@ -85,7 +86,7 @@ def prepare_frames(prompter: PointPrompter, pairs: Sequence[Pair], automatic: Ca
         if not label.any():
             continue  # no landslide to click on
         auto = automatic(pair)
-        for col, row, width, height in frame_windows(label, prompter.model.image_size):
+        for col, row, width, height in frame_windows(label, prompter.model.image_size, config.focus_frames):
             part = (slice(row, row + height), slice(col, col + width))
             for image, *masks in orientations(rgb[part], label[part], valid[part], auto[part],
                                               count=config.orientations):  # fmt: skip
