@@ -15,6 +15,7 @@ click embeddings once, shared by every setting.
 """
 
 import argparse
+import functools
 import json
 import os
 import time
@@ -46,13 +47,14 @@ def compare(samples: Path, adapter: Path, settings: dict) -> None:
     prompter = PointPrompter(loaded.model, loaded.prompt_decoder, loaded.prompt_model_id, EmbeddingCache(0))
     recipe = DefaultRecipe().clicks
     frames = {}  # (orientations, focus_frames): the fit part's frames
+    automatic = functools.cache(automatic_masks(loaded))  # each fit image's automatic mask, predicted once
     cache = EmbeddingCache(256)  # the selection images' click embeddings, shared by every setting
     rows = {}
     for name, overrides in settings.items():
         config = replace(recipe, **overrides)
         framing = (config.orientations, config.focus_frames)
         if framing not in frames:
-            frames[framing] = prepare_frames(prompter, fit, automatic_masks(loaded), config)
+            frames[framing] = prepare_frames(prompter, fit, automatic, config)
         loaded.prompt_decoder.load_state_dict(start)
         began = time.perf_counter()
         history = train_point_decoder(prompter, frames[framing], config)
