@@ -70,3 +70,22 @@ def test_training_frames_add_the_focus_window_only_when_asked():
     assert width == height == 256 and col <= 100 and col + width >= 160 and row <= 300 and row + height >= 340
     assert frame_windows(label, 256, focus=False) == [whole]
     assert frame_windows(label, 1024) == [whole]  # an image no larger than the zoom is framed whole
+
+
+def test_a_weight_average_keeps_the_average_not_the_last_step(prompter):
+    decoder = prompter.prompt_decoder
+    start = {k: v.clone() for k, v in decoder.state_dict().items()}
+
+    def trained(ema_decay):
+        decoder.load_state_dict(start)
+        config = ClickTrainConfig(epochs=1, max_clicks=2, accumulate=1, lr=1e-2, max_steps=3, ema_decay=ema_decay)
+        train_point_decoder(prompter, _frames(prompter), config, progress=False)
+        return {k: v.clone() for k, v in decoder.state_dict().items()}
+
+    last, frozen, halfway = trained(None), trained(1.0), trained(0.5)
+    assert all(torch.equal(frozen[k], start[k]) for k in start)  # an average that never moves keeps the start
+    assert all(torch.equal(trained(0.0)[k], last[k]) for k in last)  # one that forgets at once is the last step
+    moved = [k for k in start if not torch.equal(start[k], last[k])]
+    assert moved and all(not torch.equal(halfway[k], last[k]) for k in moved)
+    with pytest.raises(ValueError, match="ema_decay"):
+        trained(1.5)

@@ -42,6 +42,7 @@ class ClickTrainConfig:
     click_weight: float = 0.0  # of the BCE at the clicked pixels (the default recipe's 0.1: bench/README.md)
     click_placement: str = "random"  # where a simulated click lands (simulation.PLACEMENTS)
     focus_frames: bool = True  # also frame each larger image's focus window (``frame_windows``)
+    ema_decay: Optional[float] = None  # keep this exponential moving average of the weights over steps, not the last
     kept: Tuple[str, ...] = ()  # decoder parts left as they start (an adapter stores them once)
     seed: int = 42
     max_steps: Optional[int] = None  # stop early (a smoke run)
@@ -108,6 +109,7 @@ def train_point_decoder(prompter: PointPrompter, frames: Sequence[ClickFrame], c
         getattr(decoder, part).requires_grad_(False)
     trained = [p for p in decoder.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trained, lr=config.lr, weight_decay=config.weight_decay)
+    average = WeightAverage(trained, config.ema_decay) if config.ema_decay is not None else None
     history, steps = [], 0
     for epoch in range(1, config.epochs + 1):
         losses = []
@@ -118,6 +120,8 @@ def train_point_decoder(prompter: PointPrompter, frames: Sequence[ClickFrame], c
             if (position + 1) % config.accumulate == 0 or position + 1 == len(order):
                 optimizer.step()
                 optimizer.zero_grad()
+                if average is not None:
+                    average.update()
                 steps += 1
                 if config.max_steps is not None and steps >= config.max_steps:
                     break
@@ -126,8 +130,32 @@ def train_point_decoder(prompter: PointPrompter, frames: Sequence[ClickFrame], c
             on_epoch(history[-1])
         if config.max_steps is not None and steps >= config.max_steps:
             break
+    if average is not None:
+        average.apply()
     decoder.requires_grad_(False).eval()
     return history
+
+
+class WeightAverage:
+    """An exponential moving average of parameters over optimiser steps, started at their values."""
+
+    def __init__(self, parameters: Sequence[torch.nn.Parameter], decay: float) -> None:
+        if not 0 <= decay <= 1:
+            raise ValueError(f"ema_decay must lie between 0 and 1, not {decay!r}")
+        self.parameters = list(parameters)
+        self.decay = decay
+        self.averages = [p.detach().clone() for p in self.parameters]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        for average, parameter in zip(self.averages, self.parameters, strict=True):
+            average.lerp_(parameter, 1 - self.decay)
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        """Give the parameters their averages."""
+        for average, parameter in zip(self.averages, self.parameters, strict=True):
+            parameter.copy_(average)
 
 
 def play(prompter: PointPrompter, frame: ClickFrame, config: ClickTrainConfig, rng: np.random.Generator,
@@ -177,4 +205,3 @@ def _padded_target(prompter: PointPrompter, label: np.ndarray) -> torch.Tensor:
     resized = F.interpolate(torch.from_numpy(label)[None, None].float(), (height, width), mode="nearest")
     target[..., :height, :width] = resized
     return target.to(prompter.model.device)
-
