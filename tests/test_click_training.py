@@ -88,4 +88,4 @@ def test_a_weight_average_keeps_the_average_not_the_last_step(prompter):
     moved = [k for k in start if not torch.equal(start[k], last[k])]
     assert moved and all(not torch.equal(halfway[k], last[k]) for k in moved)
     with pytest.raises(ValueError, match="ema_decay"):
-        trained(1.5)
+        ClickTrainConfig(ema_decay=1.5)

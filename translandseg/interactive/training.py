@@ -10,7 +10,8 @@ merged exactly as the engine does
 (``refinement.plan``, ``PointPrompter.mask_input``, ``refinement.merged``). Every answer is
 scored against the frame's label with the paper's BCE + IoU loss plus ``click_weight`` times a
 BCE at the clicked pixels against their labels, which makes the decoder follow the clicks itself
-(0.1 in the default recipe; measured in bench/README.md).
+(0.1 in the default recipe; measured in bench/README.md). With ``ema_decay`` training keeps an exponential moving
+average of the weights instead of the last step's (measured, not the recipe's: bench/README.md).
 """
 
 from dataclasses import dataclass
@@ -49,6 +50,8 @@ class ClickTrainConfig:
 
     def __post_init__(self) -> None:
         check_placement(self.click_placement)
+        if self.ema_decay is not None and not 0 <= self.ema_decay <= 1:
+            raise ValueError(f"ema_decay must lie between 0 and 1, not {self.ema_decay!r}")
 
 
 @dataclass
@@ -140,8 +143,6 @@ class WeightAverage:
     """An exponential moving average of parameters over optimiser steps, started at their values."""
 
     def __init__(self, parameters: Sequence[torch.nn.Parameter], decay: float) -> None:
-        if not 0 <= decay <= 1:
-            raise ValueError(f"ema_decay must lie between 0 and 1, not {decay!r}")
         self.parameters = list(parameters)
         self.decay = decay
         self.averages = [p.detach().clone() for p in self.parameters]
