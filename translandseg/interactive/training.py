@@ -10,8 +10,9 @@ merged exactly as the engine does
 (``refinement.plan``, ``PointPrompter.mask_input``, ``refinement.merged``). Every answer is
 scored against the frame's label with the paper's BCE + IoU loss plus ``click_weight`` times a
 BCE at the clicked pixels against their labels, which makes the decoder follow the clicks itself
-(0.1 in the default recipe; measured in bench/README.md). With ``ema_decay`` training keeps an exponential moving
-average of the weights instead of the last step's (measured, not the recipe's: bench/README.md).
+(0.1 in the default recipe; measured in bench/README.md). With ``ema_decay`` training keeps an
+exponential moving average of the weights instead of the last step's (measured, not the
+recipe's: bench/README.md).
 """
 
 from dataclasses import dataclass
