@@ -1,5 +1,6 @@
 """How the automatic mask sees a scene, measured: native tiles, the whole scene resized, or both
-fused; tiles one by one or in batches; one view or several averaged; the mask's threshold.
+fused; tiles one by one or in batches; one view or several averaged; the mask's threshold; float32
+or bfloat16 arithmetic.
 Held-out real samples only (the split ``train-default`` never trains on), per sample set and
 pooled: landslide IoU over the set's pixels, and seconds per image on this machine.
 
@@ -25,6 +26,8 @@ SETTINGS = {  # name: Predictor keyword arguments
     "native, one tile at a time": {"scale": "native", "batch_size": 1},
     "native, batches of 4": {"scale": "native", "batch_size": 4},
     "whole scene resized": {"scale": "whole"},
+    "whole, float32": {"scale": "whole", "precision": "float32"},
+    "whole, bfloat16": {"scale": "whole", "precision": "bfloat16"},
     "fused (whole + native)": {"scale": "fused", "batch_size": 4},
     "whole, 2 views (mirrored)": {"scale": "whole", "views": 2},
     "whole, 4 views (mirrored)": {"scale": "whole", "views": 4},

@@ -114,6 +114,18 @@ def test_the_shipped_adapter_reproduces_its_recorded_held_out_metrics(samples, d
         assert measured[key] == pytest.approx(recorded[key], abs=0.01), key
 
 
+def test_bfloat16_arithmetic_keeps_the_default_s_masks_on_real_samples(samples, default):
+    """bfloat16 autocast (the "auto" precision on CPUs that compute it natively) moves the logits
+    but leaves the mask of each real image nearly as float32 draws it (bench/README.md measures
+    held-out IoU and time)."""
+    as_float32, as_bfloat16 = (Predictor(default.model, precision=p) for p in ("float32", "bfloat16"))
+    for pair in find_pairs(samples / "bijie")[:3]:
+        rgb, valid, _ = load_pair(pair)
+        exact, fast = as_float32.predict_array(rgb, valid), as_bfloat16.predict_array(rgb, valid)
+        assert fast.dtype == np.float32 and not np.array_equal(exact, fast)
+        assert np.mean((exact > 0.5) == (fast > 0.5)) > 0.995
+
+
 def test_the_default_predicts_a_mask_of_the_image_shape_on_a_real_sample(samples, default):
     pair = find_pairs(samples / "bijie")[0]
     _, _, label = load_pair(pair)

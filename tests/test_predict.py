@@ -7,7 +7,7 @@ from rasterio.transform import from_origin
 
 from conftest import write_geotiff
 from translandseg.build import build_translandseg
-from translandseg.predict import VIEW_ORDER, Predictor, blend_weights, predict_file, tile_starts, viewed
+from translandseg.predict import VIEW_ORDER, Predictor, blend_weights, fast_precision, predict_file, tile_starts, viewed
 from translandseg.raster import ImageReadError
 
 
@@ -87,6 +87,18 @@ def test_eight_views_make_the_mask_turn_and_mirror_with_the_image(predictor_fact
         assert agree == equivariant  # one view: what the (random) model happens to see; eight: every symmetry
     with pytest.raises(ValueError, match="views must be one of"):
         predictor_factory(views=3)
+
+
+def test_auto_precision_takes_bfloat16_only_where_the_cpu_computes_it_natively(predictor_factory, monkeypatch):
+    for avx512_bf16, amx, expected in ((False, False, "float32"), (True, False, "bfloat16"), (False, True, "bfloat16")):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        assert fast_precision(torch.device("cpu")) == expected
+        assert predictor_factory().precision == expected  # "auto", the default
+    assert fast_precision(torch.device("cuda")) == "float32"
+    assert predictor_factory(precision="float32").precision == "float32"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        predictor_factory(precision="float16")
 
 
 def test_georeferenced_multiband_raster_keeps_crs_transform_and_size(predictor_factory, tmp_path):

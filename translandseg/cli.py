@@ -16,7 +16,7 @@ from .data import find_all_pairs, split_pairs
 from .default_model import DEFAULT_ADAPTER
 from .download import DownloadError
 from .modeling import ATL_VARIANTS, DEFAULT_ATL_VARIANT
-from .predict import DEFAULT_THRESHOLD, SCALES, VIEWS, WHOLE_MAX_SIDE
+from .predict import DEFAULT_THRESHOLD, PRECISIONS, SCALES, VIEWS, WHOLE_MAX_SIDE
 from .raster import ImageReadError
 from .sam_checkpoints import CACHE_ENV, CheckpointUnavailable
 from .sam_weights import CheckpointError
@@ -207,6 +207,9 @@ def _tile_options(parser) -> None:
     group.add_argument("--threshold", type=probability_threshold, default=DEFAULT_THRESHOLD,
                        help=f"probability above which a pixel is landslide (default {DEFAULT_THRESHOLD}; lower finds "
                        "more)")  # fmt: skip
+    group.add_argument("--precision", choices=PRECISIONS, default="auto",
+                       help="arithmetic of the model: auto (default) takes bfloat16, about twice as fast, on a CPU "
+                       "that computes it natively, else float32")  # fmt: skip
 
 
 def probability_threshold(text: str) -> float:
@@ -250,7 +253,7 @@ def _predictor(args, loaded):
     from .predict import Predictor
 
     return Predictor(loaded.model, args.tile_size, args.overlap, args.scale, views=args.views,
-                     threshold=args.threshold)  # fmt: skip
+                     threshold=args.threshold, precision=args.precision)  # fmt: skip
 
 
 def _train(args) -> None:

@@ -7,13 +7,15 @@ with "native", is cut into tiles of ``tile_size`` pixels at native resolution th
 "fused" averages both. ``bench/bench_automatic.py`` measures the three. With ``views`` above 1
 each tile is also seen mirrored and turned (test-time augmentation over the square's eight
 symmetries, which training augments with) and the logits are averaged: sharper masks for
-that many encoder passes. Tiles go through the
+that many encoder passes. ``precision`` "bfloat16" runs the model under bfloat16 autocast, about
+1.7 times faster on CPUs with native bfloat16 arithmetic (AVX512-BF16 or AMX); "auto", the
+default, does so only on such a CPU (``fast_precision``). Tiles go through the
 model in batches of ``batch_size``, one row of tiles at a time, and finished rows are written out
 at once, so memory grows with the raster's width, never with its area.
 """
 
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
@@ -32,6 +34,7 @@ from .raster import RasterImage
 VIEW_ORDER = (0, 4, 2, 6, 1, 5, 3, 7)  # views 2 and 4 are the mirror images; 8 adds the quarter turns
 VIEWS = (1, 2, 4, 8)  # how many of them a Predictor averages
 DEFAULT_THRESHOLD = 0.5  # the probability above which a pixel is landslide
+PRECISIONS = ("auto", "float32", "bfloat16")
 ReadWindow = Callable[[Window], Tuple[np.ndarray, np.ndarray]]
 WriteWindow = Callable[[Window, np.ndarray], None]
 
@@ -58,6 +61,17 @@ def viewed(images: torch.Tensor, view: int, undo: bool = False) -> torch.Tensor:
     return turned.flip(3) if mirrored else turned
 
 
+def fast_precision(device: torch.device) -> str:
+    """"bfloat16" on a CPU that computes it natively (AVX512-BF16 or AMX), else "float32".
+
+    Elsewhere bfloat16 is emulated and slower; CUDA keeps float32 (fast enough, no drift).
+    """
+    if device.type != "cpu":
+        return "float32"
+    native = (getattr(torch.cpu, name, lambda: False)() for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    return "bfloat16" if any(native) else "float32"
+
+
 def blend_weights(height: int, width: int, overlap: int) -> np.ndarray:
     """Per-pixel weights, 1 inside and ramping linearly down over the ``overlap`` margins."""
 
@@ -73,7 +87,7 @@ class Predictor:
 
     def __init__(self, model: TransLandSeg, tile_size: Optional[int] = None, overlap: Optional[int] = None,
                  scale: str = "whole", batch_size: Optional[int] = None, views: int = 1,
-                 threshold: float = DEFAULT_THRESHOLD) -> None:  # fmt: skip
+                 threshold: float = DEFAULT_THRESHOLD, precision: str = "auto") -> None:  # fmt: skip
         """
         Args:
             model: a trained TransLandSeg model.
@@ -86,6 +100,7 @@ class Predictor:
             views: how many views of each tile to average (``VIEWS``): 1 (the default, fastest),
                 2 or 4 mirror images, or 8 with the quarter turns; each costs one encoder pass.
             threshold: the probability above which a pixel is landslide in masks.
+            precision: "float32", "bfloat16" (autocast) or "auto" (``fast_precision``).
         """
         self.model = model.eval()
         self.tile_size = tile_size or model.image_size
@@ -101,6 +116,9 @@ class Predictor:
         if not 0 < threshold < 1:
             raise ValueError(f"threshold must lie between 0 and 1, not {threshold!r}")
         self.threshold = threshold
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+        self.precision = fast_precision(model.device) if precision == "auto" else precision
         self.batch_size = max(1, batch_size or (1 if model.device.type == "cpu" else 4))
 
     def tile_probability(self, rgb: np.ndarray) -> np.ndarray:
@@ -123,7 +141,10 @@ class Predictor:
     def _averaged_logits(self, images: torch.Tensor) -> torch.Tensor:
         """The model's logits (N, 1, S, S), averaged over ``views`` views."""
         views = VIEW_ORDER[: self.views]
-        return sum(viewed(self.model(viewed(images, view)), view, undo=True) for view in views) / len(views)
+        bfloat16 = self.precision == "bfloat16"
+        with torch.autocast(images.device.type, torch.bfloat16) if bfloat16 else nullcontext():
+            logits = [viewed(self.model(viewed(images, view)).float(), view, undo=True) for view in views]
+        return sum(logits) / len(views)
 
     def predict_array(self, rgb: np.ndarray, valid: Optional[np.ndarray] = None) -> np.ndarray:
         """Probability (H, W) float32 of a whole in-memory image."""
