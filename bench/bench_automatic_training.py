@@ -1,5 +1,5 @@
 """The automatic stage of the default recipe, trained again with one setting changed: which
-sample sets, which loss, which ATL variant, set-balanced epochs, epochs and learning rate. Each
+sample sets, which loss, which ATL variant, set-balanced epochs, random zoom-in crops, epochs and learning rate. Each
 run uses the recipe's held-out split (never trained or selected on), its stage-one split (the
 seeded selection fifth, or every training image when the last epoch is kept) and its seed, and
 prints one Markdown row:
@@ -13,7 +13,7 @@ folds (the fold itself chooses nothing), and the row gives out-of-fold landslide
 pooled and averaged over the sets.
 
     python bench/bench_automatic_training.py SAMPLES [--sets bijie landslide4sense]
-        [--loss bce+dice] [--variant inblock] [--epochs 12] [--lr 2e-4] [--seed 42] [--balance-sets]
+        [--loss bce+dice] [--variant inblock] [--epochs 12] [--lr 2e-4] [--seed 42] [--balance-sets] [--zoom 1.5]
         [--no-keep-last-epoch] [--folds K [--thresholds 0.3 0.5]] [--out runs/automatic-study]
 """
 
@@ -98,6 +98,7 @@ def run_name(args) -> str:
     """The run's folder: every setting spelled out, so that no other setting's run is resumed or reused."""
     name = f"{args.variant}-{args.loss}-{'+'.join(args.sets)}{'-balanced' if args.balance_sets else ''}"
     name += f"-{args.epochs}epochs-lr{args.lr:g}-{'last' if args.keep_last_epoch else 'best'}"
+    name += f"-zoom{args.zoom:g}" if args.zoom != 1 else ""
     name += f"-cv{args.folds}" if args.folds else ""
     return name + (f"-seed{args.seed}" if args.seed != DefaultRecipe().automatic.seed else "")
 
@@ -113,6 +114,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=DefaultRecipe().automatic.seed,
                         help="training seed (initial weights, order, augmentation); the splits keep theirs")
     parser.add_argument("--balance-sets", action="store_true", help="each sample set as often per epoch as the largest")
+    parser.add_argument("--zoom", type=float, default=DefaultRecipe().automatic.zoom,
+                        help="training crops' largest random zoom-in (1: the whole image)")
     parser.add_argument("--keep-last-epoch", action=argparse.BooleanOptionalAction,
                         default=DefaultRecipe().automatic.keep_last_epoch,
                         help="train on every training image and keep the last epoch (else: best on the selection fifth)")
@@ -126,10 +129,10 @@ def main() -> None:
     training = [p for p in training if p.sample_set in args.sets]
     config = recipe.automatic
     config.loss, config.epochs, config.lr, config.seed = args.loss, args.epochs, args.lr, args.seed
-    config.balance_sets, config.keep_last_epoch = args.balance_sets, args.keep_last_epoch
+    config.balance_sets, config.keep_last_epoch, config.zoom = args.balance_sets, args.keep_last_epoch, args.zoom
     run = args.out / run_name(args)
     setting = {"variant": args.variant, "loss": args.loss, "trained on": "+".join(args.sets),
-               "balanced": args.balance_sets, "epochs": args.epochs, "lr": f"{args.lr:g}", "seed": args.seed,
+               "balanced": args.balance_sets, "zoom": args.zoom, "epochs": args.epochs, "lr": f"{args.lr:g}", "seed": args.seed,
                "kept": "last epoch" if args.keep_last_epoch else "best on the selection fifth"}  # fmt: skip
     if args.folds:
         rows = [{**setting, "training images": len(training), **r} for r in cross_validate(training, args, recipe, run)]

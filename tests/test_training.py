@@ -139,6 +139,13 @@ def test_a_run_with_other_settings_is_refused_not_resumed(tiny_sam_checkpoint, t
     again = train(loaded, train_pairs, val_pairs, out, TrainConfig(epochs=1, patience=5, max_seconds=60),
                   progress=False)  # fmt: skip
     assert [r["epoch"] for r in again.history] == [1]  # when to stop may change: the finished run is reused
+    checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
+    del checkpoint["schedule"]["zoom"]  # a run written before the setting existed trained at its default
+    torch.save(checkpoint, out / "checkpoint.pt")
+    assert [r["epoch"] for r in train(loaded, train_pairs, val_pairs, out, TrainConfig(epochs=1, patience=99),
+                                      progress=False).history] == [1]  # fmt: skip
+    with pytest.raises(ValueError, match=r"other settings: zoom 1.0 \(now 1.5\)"):
+        train(loaded, train_pairs, val_pairs, out, TrainConfig(epochs=1, patience=99, zoom=1.5), progress=False)
 
 
 def test_too_few_labels_is_a_clear_error(tiny_sam_checkpoint, tmp_path):
@@ -160,6 +167,27 @@ def test_geotiff_chips_are_a_dataset_too(tmp_path):
     image, mask = dataset[0]
     assert image.shape == (3, 64, 64) and mask.shape == (1, 64, 64)
     assert 0 <= image.min() and image.max() <= 255 and set(mask.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_zoomed_in_crops_show_landslides_larger_and_keep_image_and_mask_aligned(tmp_path):
+    """Flips and quarter turns keep a sample's landslide share; zoomed-in crops change it, and the
+    bright landslide pixels of the image stay under the mask."""
+    pairs = find_pairs(write_pairs(tmp_path / "d", 1, size=96))
+
+    def draws(**kw):
+        dataset = LandslideDataset(pairs, 64, augment=True, seed=0, **kw)
+        return [dataset[0] for _ in range(12)]
+
+    whole = {round(float(mask.mean()), 4) for _, mask in draws()}
+    zoomed = draws(zoom=2.0)
+    assert len(whole) == 1 and len({round(float(mask.mean()), 4) for _, mask in zoomed}) > 3
+    for image, mask in zoomed:
+        bright = image.mean(0) > 130  # landslides are drawn 170-230, the ground 40-90
+        assert (bright == (mask[0] > 0)).float().mean() > 0.9
+    with pytest.raises(ValueError, match="zoom must be at least 1"):
+        LandslideDataset(pairs, 64, zoom=0.5)
+    with pytest.raises(ValueError, match="zoom must be at least 1"):
+        TrainConfig(zoom=0.9)
 
 
 def test_the_loss_setting_changes_what_training_optimises(tiny_sam_checkpoint, tmp_path):

@@ -95,14 +95,19 @@ class LandslideDataset(Dataset):
     """(image 0-255 float (3, S, S), mask float (1, S, S)) pairs, optionally augmented.
 
     Augmentation: random horizontal/vertical flips, 90-degree rotations and a mild colour
-    jitter (brightness and contrast within +-10 %).
+    jitter (brightness and contrast within +-10 %); with ``zoom`` above 1, first a random crop
+    whose sides are the image's divided by a factor drawn from [1, zoom], so that landslides are
+    also seen larger than the whole image shows them.
     """
 
     def __init__(self, pairs: Sequence[Pair], image_size: int, augment: bool = False,
-                 seed: Optional[int] = None) -> None:  # fmt: skip
+                 seed: Optional[int] = None, zoom: float = 1.0) -> None:  # fmt: skip
+        if zoom < 1:
+            raise ValueError(f"zoom must be at least 1 (1: the whole image), not {zoom!r}")
         self.pairs = list(pairs)
         self.image_size = image_size
         self.augment = augment
+        self.zoom = zoom
         self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
@@ -110,9 +115,18 @@ class LandslideDataset(Dataset):
 
     def __getitem__(self, index: int) -> Tuple[torch.Tensor, torch.Tensor]:
         rgb, _, label = load_pair(self.pairs[index])
+        if self.augment and self.zoom > 1:
+            rgb, label = self._zoomed_in(rgb, label)
         image = to_model_input(rgb, self.image_size)
         mask = F.interpolate(torch.from_numpy(label)[None, None].float(), (self.image_size,) * 2, mode="nearest")[0]
         return self._augmented(image, mask) if self.augment else (image, mask)
+
+    def _zoomed_in(self, rgb: np.ndarray, label: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """A random crop of image and label at native resolution, its sides 1 to ``zoom`` times smaller."""
+        factor = self.rng.uniform(1, self.zoom)
+        height, width = (max(1, round(side / factor)) for side in label.shape)
+        top, left = self.rng.integers(label.shape[0] - height + 1), self.rng.integers(label.shape[1] - width + 1)
+        return rgb[top : top + height, left : left + width], label[top : top + height, left : left + width]
 
     def _augmented(self, image: torch.Tensor, mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         rng = self.rng

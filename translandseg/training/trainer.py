@@ -48,10 +48,13 @@ class TrainConfig:
     loss: str = DEFAULT_LOSS  # a name in losses.LOSSES
     balance_sets: bool = False  # each sample set (Pair.sample_set) as often per epoch as the largest
     keep_last_epoch: bool = False  # the whole schedule, its last epoch kept: validation images are optional
+    zoom: float = 1.0  # random crops' largest zoom-in (LandslideDataset); 1: always the whole image
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {sorted(LOSSES)}, not {self.loss!r}")
+        if self.zoom < 1:
+            raise ValueError(f"zoom must be at least 1 (1: the whole image), not {self.zoom!r}")
 
 
 @dataclass
@@ -82,7 +85,7 @@ def train(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = loaded.model
-    dataset = LandslideDataset(train_pairs, model.image_size, augment=config.augment)
+    dataset = LandslideDataset(train_pairs, model.image_size, augment=config.augment, zoom=config.zoom)
     steps_per_epoch = -(-len(epoch_indices(train_pairs, config.balance_sets)) // config.batch_size)
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = cosine_schedule(optimizer, config, config.epochs * steps_per_epoch)
@@ -207,7 +210,9 @@ def _resume(path: Path, loaded: LoadedModel, config: TrainConfig, optimizer, sch
     if schedule is None:
         raise ValueError(f"{path} was written without its training settings, so it cannot be resumed safely; "
                          "use a new output folder")  # fmt: skip
-    changed = {k: (schedule.get(k), v) for k, v in _schedule(config).items() if schedule.get(k) != v}
+    defaults = asdict(TrainConfig())  # a setting added since the checkpoint was written had its default
+    changed = {k: (schedule.get(k, defaults[k]), v) for k, v in _schedule(config).items()
+               if schedule.get(k, defaults[k]) != v}  # fmt: skip
     if changed:
         words = ", ".join(f"{k} {was!r} (now {now!r})" for k, (was, now) in changed.items())
         raise ValueError(f"{path} is a run with other settings: {words}; use a new output folder or its settings")
