@@ -23,7 +23,7 @@ from translandseg.modeling import ATL_VARIANTS
 from translandseg.predict import Predictor
 from translandseg.raster import RasterImage
 from translandseg.sam_checkpoints import resolve_sam_checkpoint
-from translandseg.training.recipe import DefaultRecipe, held_out_split, stage_one_split
+from translandseg.training.recipe import DefaultRecipe, automatic_masks, held_out_split, stage_one_split
 
 # The tuned default's single-click IoU on the held-out samples is recorded in bench/README.md;
 # one click inside the landslide must at least reach this bar (see the test's note).
@@ -124,6 +124,17 @@ def test_bfloat16_arithmetic_keeps_the_default_s_masks_on_real_samples(samples, 
         exact, fast = as_float32.predict_array(rgb, valid), as_bfloat16.predict_array(rgb, valid)
         assert fast.dtype == np.float32 and not np.array_equal(exact, fast)
         assert np.mean((exact > 0.5) == (fast > 0.5)) > 0.995
+
+
+def test_training_starts_from_float32_masks_whatever_the_cpu(samples, default, monkeypatch):
+    """The recipe's automatic masks (what the point decoder trains from) and the metrics it records
+    are float32 even where "auto" would take bfloat16, so a run gives the same figures on any CPU."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    pair = find_pairs(samples / "bijie")[0]
+    with RasterImage(pair.image) as image:
+        as_float32, as_auto = (Predictor(default.model, precision=p).predict_mask(image) for p in ("float32", "auto"))
+    assert not np.array_equal(as_float32, as_auto)  # auto is bfloat16 here, and it shows
+    assert np.array_equal(automatic_masks(default)(pair), as_float32)
 
 
 def test_the_default_predicts_a_mask_of_the_image_shape_on_a_real_sample(samples, default):

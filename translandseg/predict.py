@@ -35,6 +35,7 @@ VIEW_ORDER = (0, 4, 2, 6, 1, 5, 3, 7)  # views 2 and 4 are the mirror images; 8 
 VIEWS = (1, 2, 4, 8)  # how many of them a Predictor averages
 DEFAULT_THRESHOLD = 0.5  # the probability above which a pixel is landslide
 PRECISIONS = ("auto", "float32", "bfloat16")
+REFERENCE_PRECISION = "float32"  # training and the metrics it records: the same figures on any machine
 ReadWindow = Callable[[Window], Tuple[np.ndarray, np.ndarray]]
 WriteWindow = Callable[[Window, np.ndarray], None]
 

@@ -34,7 +34,7 @@ from ..interactive.evaluation import click_runs, summarise
 from ..interactive.prompting import PointPrompter
 from ..interactive.training import ClickTrainConfig, prepare_frames, train_point_decoder
 from ..loading import LoadedModel, load_model
-from ..predict import Predictor
+from ..predict import REFERENCE_PRECISION, Predictor
 from ..raster import RasterImage
 from .trainer import TrainConfig, train
 
@@ -72,7 +72,7 @@ def stage_one_split(training: Sequence[Pair], recipe: DefaultRecipe) -> Tuple[Li
 def measure(loaded: LoadedModel, pairs: Sequence[Pair], progress: bool = False) -> Dict[str, float]:
     """Automatic-mask metrics; NoC@85/90, IoU after k clicks and harmful/fallback click shares from
     the automatic and from an empty mask."""
-    metrics = evaluate(Predictor(loaded.model), pairs, progress)
+    metrics = evaluate(Predictor(loaded.model, precision=REFERENCE_PRECISION), pairs, progress)
     cache = EmbeddingCache(256)  # each window's click embedding is computed once for both starts
     for start in ("automatic", "empty"):
         results = summarise(click_runs(loaded, pairs, start, progress=progress, cache=cache))
@@ -82,7 +82,7 @@ def measure(loaded: LoadedModel, pairs: Sequence[Pair], progress: bool = False) 
 
 def automatic_masks(loaded: LoadedModel) -> Callable[[Pair], np.ndarray]:
     """A pair's automatic mask as the app predicts it: what the point decoder's training starts from."""
-    predictor = Predictor(loaded.model)
+    predictor = Predictor(loaded.model, precision=REFERENCE_PRECISION)
 
     def automatic_mask(pair: Pair) -> np.ndarray:
         with RasterImage(pair.image) as image:

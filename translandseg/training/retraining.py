@@ -107,7 +107,7 @@ def _cancel(signum, frame) -> None:
 
 def _run(store: AnnotationStore, run_id: int) -> int:
     from ..evaluation import evaluate
-    from ..predict import Predictor
+    from ..predict import REFERENCE_PRECISION, Predictor
     from .trainer import train
 
     record = run(store, run_id)
@@ -120,7 +120,8 @@ def _run(store: AnnotationStore, run_id: int) -> int:
         train_pairs, val_pairs = _materialise(store, run_id, Path(folder))
         if base is not None:
             update_run(store, run_id, message=f"measuring {base['version']} on the validation split")
-            update_run(store, run_id, baseline_metrics=evaluate(Predictor(loaded.model), val_pairs))
+            baseline = evaluate(Predictor(loaded.model, precision=REFERENCE_PRECISION), val_pairs)
+            update_run(store, run_id, baseline_metrics=baseline)
         update_run(store, run_id, message=f"training epoch 1/{settings.epochs}")
         work = models_dir(store.path) / f"run-{run_id:04d}"
         result = train(loaded, train_pairs, val_pairs, work, train_config(settings), f"run {run_id}",

@@ -28,7 +28,7 @@ from ..adapter import AdapterInfo, save_adapter
 from ..data import LandslideDataset, Pair
 from ..evaluation import evaluate
 from ..loading import LoadedModel
-from ..predict import Predictor
+from ..predict import REFERENCE_PRECISION, Predictor
 from .losses import DEFAULT_LOSS, LOSSES
 
 ADAPTER_FILE, CHECKPOINT_FILE, HISTORY_FILE = "adapter.safetensors", "checkpoint.pt", "history.json"
@@ -96,7 +96,7 @@ def train(
     for epoch in range(state.epoch + 1, config.epochs + 1):
         started = time.monotonic()
         loss = _train_epoch(model, dataset, optimizer, scheduler, config, epoch, progress)
-        metrics = evaluate(Predictor(model), val_pairs) if val_pairs else {}
+        metrics = evaluate(Predictor(model, precision=REFERENCE_PRECISION), val_pairs) if val_pairs else {}
         record = {"epoch": epoch, "loss": loss, "seconds": time.monotonic() - started, **metrics}
         state.history.append(record)
         if config.keep_last_epoch or metrics["miou"] > state.best_miou:
