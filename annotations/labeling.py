@@ -55,6 +55,7 @@ class Workspace:
     accounts: Optional[Accounts] = None  # logins and roles; None: no login, anyone may review
     automatic_views: int = 1  # views each automatic mask averages (Predictor's ``views``)
     automatic_threshold: float = DEFAULT_THRESHOLD  # the probability above which the automatic mask marks landslide
+    automatic_precision: str = "auto"  # the automatic mask's arithmetic (Predictor's ``precision``)
 
     def __post_init__(self) -> None:
         self.images_dir.mkdir(parents=True, exist_ok=True)
@@ -342,7 +343,8 @@ def _automatic_mask(workspace: Workspace, image_id: str, image: RasterImage):
     model = workspace.model
     if model is None or model.version is None:
         return None, None, np.zeros((image.height, image.width), bool), "No automatic mask: " + workspace.model_message
-    predictor = Predictor(model.model, views=workspace.automatic_views, threshold=workspace.automatic_threshold)
+    predictor = Predictor(model.model, views=workspace.automatic_views, threshold=workspace.automatic_threshold,
+                          precision=workspace.automatic_precision)  # fmt: skip
     mask = predictor.predict_mask(image, progress=True)  # the app shows tqdm as a progress bar
     with workspace.store() as store:
         prediction_id = store.add_prediction(image_id, mask, model.version)

@@ -81,6 +81,19 @@ def test_the_app_can_average_eight_views_for_its_automatic_masks(tmp_path, adapt
         app_args(tmp_path, adapter, tiny_sam_checkpoint, "--views", "3")
 
 
+def test_the_app_takes_the_arithmetic_of_its_automatic_masks(tmp_path, adapter, tiny_sam_checkpoint, scenes):
+    assert webapp.open_workspace(app_args(tmp_path / "auto", adapter, tiny_sam_checkpoint)).automatic_precision == "auto"
+    args = app_args(tmp_path / "exact", adapter, tiny_sam_checkpoint, "--precision", "float32")
+    workspace = webapp.open_workspace(args)
+    session, *_ = webapp.upload(workspace, [str(scenes[0])], "ana", "", STRETCH, None)
+    model = workspace.model.model
+    exact = Predictor(model, precision="float32").predict_mask(session.image)
+    assert np.array_equal(session.correction.automatic, exact)
+    assert not np.array_equal(exact, Predictor(model, precision="bfloat16").predict_mask(session.image))
+    with pytest.raises(SystemExit):
+        app_args(tmp_path, adapter, tiny_sam_checkpoint, "--precision", "float16")
+
+
 def test_the_app_takes_a_threshold_for_its_automatic_masks(tmp_path, adapter, tiny_sam_checkpoint, scenes):
     workspace = webapp.open_workspace(app_args(tmp_path, adapter, tiny_sam_checkpoint, "--threshold", "0.3"))
     session, _, info = webapp.upload(workspace, [str(scenes[0])], "ana", "", STRETCH, None)
