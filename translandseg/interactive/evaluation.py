@@ -66,15 +66,15 @@ def clicks_to_reach(curve: Sequence[float], threshold: float) -> int:
 
 
 def click_runs(loaded: LoadedModel, pairs: Sequence[Pair], start: str = "automatic", max_clicks: int = MAX_CLICKS,
-               progress: bool = False, cache: Optional[EmbeddingCache] = None,
-               precision: str = REFERENCE_PRECISION) -> List[ClickRun]:  # fmt: skip
-    """One ``ClickRun`` per pair, starting from the ``automatic`` or ``empty`` mask (predicted in
-    ``precision``). Pass one ``cache`` to several calls on the same images to encode each window once."""
+               progress: bool = False, cache: Optional[EmbeddingCache] = None) -> List[ClickRun]:  # fmt: skip
+    """One ``ClickRun`` per pair, starting from the ``automatic`` (predicted in float32, as training
+    measures) or ``empty`` mask. Pass one ``cache`` to several calls on the same images to encode
+    each window once."""
     if start not in ("automatic", "empty"):
         raise ValueError(f"start must be 'automatic' or 'empty', not {start!r}")
     cache = cache if cache is not None else EmbeddingCache(256)
     prompter = PointPrompter(loaded.model, loaded.prompt_decoder, loaded.prompt_model_id, cache)
-    predictor = Predictor(loaded.model, precision=precision) if start == "automatic" else None
+    predictor = Predictor(loaded.model, precision=REFERENCE_PRECISION) if start == "automatic" else None
     runs = []
     for pair in tqdm(pairs, desc=f"clicks from {start} masks", disable=not progress):
         _, valid, truth = load_pair(pair)

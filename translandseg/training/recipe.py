@@ -81,7 +81,8 @@ def measure(loaded: LoadedModel, pairs: Sequence[Pair], progress: bool = False) 
 
 
 def automatic_masks(loaded: LoadedModel) -> Callable[[Pair], np.ndarray]:
-    """A pair's automatic mask as the app predicts it: what the point decoder's training starts from."""
+    """A pair's automatic mask as the app predicts it (in float32, on any CPU): what the point
+    decoder's training starts from."""
     predictor = Predictor(loaded.model, precision=REFERENCE_PRECISION)
 
     def automatic_mask(pair: Pair) -> np.ndarray:
