@@ -11,7 +11,7 @@ from translandseg.data import LandslideDataset, Pair, find_all_pairs, find_pairs
 from translandseg.evaluation import evaluate
 from translandseg.loading import load_model
 from translandseg.modeling import DEFAULT_ATL_VARIANT
-from translandseg.predict import Predictor
+from translandseg.predict import REFERENCE_PRECISION, Predictor
 from translandseg.training.losses import bce_iou_loss
 from translandseg.training.trainer import TrainConfig, epoch_indices, train
 
@@ -84,7 +84,7 @@ def test_train_save_load_predict_evaluate_on_real_samples(samples, tiny_sam_chec
     assert info.base_sha256 == loaded.sam_sha256
 
     reloaded = load_model("tiny", tiny_sam_checkpoint, adapter=result.adapter_path)
-    metrics = evaluate(Predictor(reloaded.model), val_pairs)
+    metrics = evaluate(Predictor(reloaded.model, precision=REFERENCE_PRECISION), val_pairs)  # as training measures
     assert metrics == pytest.approx(info.metrics)  # the file holds the model that scored these
     assert metrics == pytest.approx({k: result.best_metrics[k] for k in metrics})
     rgb_prob = Predictor(reloaded.model).predict_array(*_first_image(val_pairs))
