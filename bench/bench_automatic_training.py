@@ -1,8 +1,8 @@
 """The automatic stage of the default recipe, trained again with one setting changed: which
-sample sets, which loss, which ATL variant, set-balanced epochs, random zoom-in crops, epochs and learning rate. Each
-run uses the recipe's held-out split (never trained or selected on), its stage-one split (the
-seeded selection fifth, or every training image when the last epoch is kept) and its seed, and
-prints one Markdown row:
+sample sets, which loss, which ATL variant, set-balanced epochs, random zoom-in crops, epochs and
+learning rate. Each run uses the recipe's held-out split (never trained or selected on), its
+stage-one split (the seeded selection fifth, or every training image when the last epoch is
+kept) and its seed, and prints one Markdown row:
 held-out landslide IoU per set and pooled, F1 and mIoU pooled, trainable weights, seconds per
 epoch. The paper's variant study on the default base is this script run once per variant.
 
@@ -13,8 +13,8 @@ folds (the fold itself chooses nothing), and the row gives out-of-fold landslide
 pooled and averaged over the sets.
 
     python bench/bench_automatic_training.py SAMPLES [--sets bijie landslide4sense]
-        [--loss bce+dice] [--variant inblock] [--epochs 12] [--lr 2e-4] [--seed 42] [--balance-sets] [--zoom 1.5]
-        [--no-keep-last-epoch] [--folds K [--thresholds 0.3 0.5]] [--out runs/automatic-study]
+        [--loss bce+dice] [--variant inblock] [--epochs 12] [--lr 2e-4] [--seed 42] [--balance-sets]
+        [--zoom 1.5] [--no-keep-last-epoch] [--folds K [--thresholds 0.3 0.5]] [--out runs/automatic-study]
 """
 
 import argparse
@@ -132,7 +132,8 @@ def main() -> None:
     config.balance_sets, config.keep_last_epoch, config.zoom = args.balance_sets, args.keep_last_epoch, args.zoom
     run = args.out / run_name(args)
     setting = {"variant": args.variant, "loss": args.loss, "trained on": "+".join(args.sets),
-               "balanced": args.balance_sets, "zoom": args.zoom, "epochs": args.epochs, "lr": f"{args.lr:g}", "seed": args.seed,
+               "balanced": args.balance_sets, "zoom": args.zoom, "epochs": args.epochs, "lr": f"{args.lr:g}",
+               "seed": args.seed,
                "kept": "last epoch" if args.keep_last_epoch else "best on the selection fifth"}  # fmt: skip
     if args.folds:
         rows = [{**setting, "training images": len(training), **r} for r in cross_validate(training, args, recipe, run)]

@@ -91,6 +91,12 @@ def to_model_input(rgb: np.ndarray, size: int) -> torch.Tensor:
     return F.interpolate(image, (size, size), mode="bilinear", align_corners=False)[0]
 
 
+def check_zoom(zoom: float) -> None:
+    """Refuse a random zoom-in below 1 (1: always the whole image)."""
+    if zoom < 1:
+        raise ValueError(f"zoom must be at least 1 (1: the whole image), not {zoom!r}")
+
+
 class LandslideDataset(Dataset):
     """(image 0-255 float (3, S, S), mask float (1, S, S)) pairs, optionally augmented.
 
@@ -102,8 +108,7 @@ class LandslideDataset(Dataset):
 
     def __init__(self, pairs: Sequence[Pair], image_size: int, augment: bool = False,
                  seed: Optional[int] = None, zoom: float = 1.0) -> None:  # fmt: skip
-        if zoom < 1:
-            raise ValueError(f"zoom must be at least 1 (1: the whole image), not {zoom!r}")
+        check_zoom(zoom)
         self.pairs = list(pairs)
         self.image_size = image_size
         self.augment = augment

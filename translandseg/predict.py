@@ -69,8 +69,8 @@ def fast_precision(device: torch.device) -> str:
     """
     if device.type != "cpu":
         return "float32"
-    native = (getattr(torch.cpu, name, lambda: False)() for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
-    return "bfloat16" if any(native) else "float32"
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private: absent in other torch versions
+    return "bfloat16" if any(getattr(torch.cpu, name, lambda: False)() for name in checks) else "float32"
 
 
 def blend_weights(height: int, width: int, overlap: int) -> np.ndarray:

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..adapter import AdapterInfo, save_adapter
-from ..data import LandslideDataset, Pair
+from ..data import LandslideDataset, Pair, check_zoom
 from ..evaluation import evaluate
 from ..loading import LoadedModel
 from ..predict import REFERENCE_PRECISION, Predictor
@@ -53,8 +53,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {sorted(LOSSES)}, not {self.loss!r}")
-        if self.zoom < 1:
-            raise ValueError(f"zoom must be at least 1 (1: the whole image), not {self.zoom!r}")
+        check_zoom(self.zoom)
 
 
 @dataclass
