@@ -89,3 +89,25 @@ def test_a_weight_average_keeps_the_average_not_the_last_step(prompter):
     assert moved and all(not torch.equal(halfway[k], last[k]) for k in moved)
     with pytest.raises(ValueError, match="ema_decay"):
         ClickTrainConfig(ema_decay=1.5)
+
+
+def test_a_soup_averages_decoders_trained_from_the_same_start_at_each_seed(prompter):
+    decoder = prompter.prompt_decoder
+    start = {k: v.clone() for k, v in decoder.state_dict().items()}
+    frames = _frames(prompter)
+
+    def trained(**fields):
+        decoder.load_state_dict(start)
+        config = ClickTrainConfig(epochs=1, max_clicks=2, accumulate=1, lr=1e-2, max_steps=3, **fields)
+        history = train_point_decoder(prompter, frames, config, progress=False)
+        return history, {k: v.clone() for k, v in decoder.state_dict().items()}
+
+    (_, first), (_, second) = trained(seed=1), trained(seed=2)
+    history, soup = trained(soup_seeds=(1, 2))
+    assert [epoch["seed"] for epoch in history] == [1, 2]
+    moved = [k for k in start if not torch.equal(first[k], second[k])]
+    assert moved  # the seeds trained different decoders
+    for k in start:
+        torch.testing.assert_close(soup[k], (first[k] + second[k]) / 2)
+    with pytest.raises(ValueError, match="soup_seeds"):
+        ClickTrainConfig(soup_seeds=(3, 3))

@@ -11,11 +11,12 @@ merged exactly as the engine does
 scored against the frame's label with the paper's BCE + IoU loss plus ``click_weight`` times a
 BCE at the clicked pixels against their labels, which makes the decoder follow the clicks itself
 (0.1 in the default recipe; measured in bench/README.md). With ``ema_decay`` training keeps an
-exponential moving average of the weights instead of the last step's (measured, not the
-recipe's: bench/README.md).
+exponential moving average of the weights instead of the last step's, and with ``soup_seeds``
+one decoder is trained per seed from the same start and their weights are averaged (a "model
+soup"); both measured in bench/README.md.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -45,6 +46,7 @@ class ClickTrainConfig:
     click_placement: str = "random"  # where a simulated click lands (simulation.PLACEMENTS)
     focus_frames: bool = True  # also frame each larger image's focus window (``frame_windows``)
     ema_decay: Optional[float] = None  # keep this exponential moving average of the weights over steps, not the last
+    soup_seeds: Tuple[int, ...] = ()  # train once per seed (``seed`` unused) and keep the weights' average
     kept: Tuple[str, ...] = ()  # decoder parts left as they start (an adapter stores them once)
     seed: int = 42
     max_steps: Optional[int] = None  # stop early (a smoke run)
@@ -53,6 +55,8 @@ class ClickTrainConfig:
         check_placement(self.click_placement)
         if self.ema_decay is not None and not 0 <= self.ema_decay <= 1:
             raise ValueError(f"ema_decay must lie between 0 and 1, not {self.ema_decay!r}")
+        if len(set(self.soup_seeds)) != len(self.soup_seeds):
+            raise ValueError(f"soup_seeds must differ, not {self.soup_seeds!r}")
 
 
 @dataclass
@@ -102,10 +106,29 @@ def prepare_frames(prompter: PointPrompter, pairs: Sequence[Pair], automatic: Ca
 def train_point_decoder(prompter: PointPrompter, frames: Sequence[ClickFrame], config: Optional[ClickTrainConfig] = None,
                         progress: bool = True,
                         on_epoch: Optional[Callable[[Dict[str, float]], None]] = None) -> List[Dict[str, float]]:  # fmt: skip
-    """Train ``prompter.prompt_decoder`` in place on ``frames``; returns the mean loss per epoch."""
+    """Train ``prompter.prompt_decoder`` in place on ``frames``; returns the mean loss per epoch (and
+    its seed, for a soup)."""
     if not frames:
         raise ValueError("click training needs at least one labelled image with a landslide")
     config = config or ClickTrainConfig()
+    if not config.soup_seeds:
+        return _train(prompter, frames, config, progress, on_epoch)
+    decoder = prompter.prompt_decoder
+    start = {name: value.clone() for name, value in decoder.state_dict().items()}
+    members, history = [], []
+    for seed in config.soup_seeds:
+        decoder.load_state_dict(start)
+        report = (lambda epoch, seed=seed: on_epoch({**epoch, "seed": seed})) if on_epoch else None
+        member_history = _train(prompter, frames, replace(config, seed=seed), progress, report)
+        history += [{**epoch, "seed": seed} for epoch in member_history]
+        members.append({name: value.clone() for name, value in decoder.state_dict().items()})
+    decoder.load_state_dict({name: torch.stack([member[name] for member in members]).mean(0) for name in start})
+    return history
+
+
+def _train(prompter: PointPrompter, frames: Sequence[ClickFrame], config: ClickTrainConfig, progress: bool,
+           on_epoch: Optional[Callable[[Dict[str, float]], None]]) -> List[Dict[str, float]]:  # fmt: skip
+    """One decoder trained at ``config.seed``."""
     rng = np.random.default_rng(config.seed)
     decoder = prompter.prompt_decoder
     decoder.requires_grad_(True).train()
