@@ -111,8 +111,14 @@ def train_point_decoder(prompter: PointPrompter, frames: Sequence[ClickFrame], c
     if not frames:
         raise ValueError("click training needs at least one labelled image with a landslide")
     config = config or ClickTrainConfig()
-    if not config.soup_seeds:
-        return _train(prompter, frames, config, progress, on_epoch)
+    if config.soup_seeds:
+        return _soup(prompter, frames, config, progress, on_epoch)
+    return _train(prompter, frames, config, progress, on_epoch)
+
+
+def _soup(prompter: PointPrompter, frames: Sequence[ClickFrame], config: ClickTrainConfig, progress: bool,
+          on_epoch: Optional[Callable[[Dict[str, float]], None]]) -> List[Dict[str, float]]:  # fmt: skip
+    """One decoder trained per seed of ``config.soup_seeds`` from the same start, then their weights' mean."""
     decoder = prompter.prompt_decoder
     start = {name: value.clone() for name, value in decoder.state_dict().items()}
     members, history = [], []
