@@ -71,15 +71,20 @@ def seconds_per_epoch(history) -> float:
     return sum(r["seconds"] for r in history) / len(history)
 
 
+def folds_of(training, folds: int, run: Path) -> List[Tuple[list, list, Path]]:
+    """(the other folds' pairs, the fold's pairs, the fold's run folder) for each seeded fold."""
+    return [([pair for pair in training if pair not in fold], fold, run / f"fold-{index + 1}-of-{folds}")
+            for index, fold in enumerate(stratified_folds(training, folds, SPLIT_SEED))]  # fmt: skip
+
+
 def cross_validate(training, args, recipe: DefaultRecipe, run: Path) -> List[dict]:
     """Out-of-fold metrics of the setting, one row per mask threshold: each fold predicted by a
     model trained on the others (a fold already trained in ``run`` is reused)."""
     sets = sorted({p.sample_set for p in training})
     matrices = {t: {name: ConfusionMatrix() for name in sets} for t in args.thresholds}
     history = []
-    for index, fold in enumerate(stratified_folds(training, args.folds, SPLIT_SEED)):
-        rest = [pair for pair in training if pair not in fold]
-        loaded, result = train_stage_one(rest, args.variant, recipe, run / f"fold-{index + 1}-of-{args.folds}")
+    for rest, fold, fold_run in folds_of(training, args.folds, run):
+        loaded, result = train_stage_one(rest, args.variant, recipe, fold_run)
         history += result.history
         confusion_by_set(Predictor(loaded.model), fold, matrices)  # one prediction per image, every threshold
     return [{"folds": args.folds, "threshold": threshold, "s/epoch": seconds_per_epoch(history),

@@ -36,9 +36,10 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+from bench_automatic_training import folds_of
 
 from translandseg.build import LITE
-from translandseg.data import split_pairs, stratified_folds
+from translandseg.data import split_pairs
 from translandseg.default_model import DEFAULT_ADAPTER
 from translandseg.interactive.embedding_cache import EmbeddingCache
 from translandseg.interactive.evaluation import click_runs, summarise
@@ -58,9 +59,7 @@ def splits(samples: Path, adapter: Path, folds: Optional[int], fold_adapters: Op
     if not folds:
         fit, selection = split_pairs(training, DefaultRecipe().selection_fraction, SPLIT_SEED)
         return [(fit, selection, adapter)]
-    return [([pair for pair in training if pair not in fold], fold,
-             fold_adapters / f"fold-{index + 1}-of-{folds}" / "adapter.safetensors")
-            for index, fold in enumerate(stratified_folds(training, folds, SPLIT_SEED))]  # fmt: skip
+    return [(rest, fold, run / "adapter.safetensors") for rest, fold, run in folds_of(training, folds, fold_adapters)]
 
 
 def compare(parts, settings: dict) -> None:
