@@ -72,7 +72,7 @@ class Workspace:
         self.model, self.model_message = model, message
         self.prompter = None
         if model is not None:
-            self.prompter = PointPrompter(model.model, model.prompt_decoder, model.prompt_model_id, self.embeddings)
+            self.prompter = PointPrompter.of(model, self.embeddings)
 
     def follow_active_model(self) -> None:
         """Load the store's active version if it is not the one in use (activated here, by a

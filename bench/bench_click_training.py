@@ -73,7 +73,7 @@ def compare(parts, settings: dict) -> None:
         measured_pairs += measured
         loaded = load_model(LITE, adapter=adapter)
         start = loaded.model.mask_decoder.state_dict()  # the recipe starts the point decoder here
-        prompter = PointPrompter(loaded.model, loaded.prompt_decoder, loaded.prompt_model_id, EmbeddingCache(0))
+        prompter = PointPrompter.of(loaded, EmbeddingCache(0))
         frames = {}  # (orientations, focus_frames): the fit images' frames
         automatic = functools.cache(automatic_masks(loaded))  # each fit image's automatic mask, predicted once
         cache = EmbeddingCache(256)  # the measured images' click embeddings, shared by every setting
@@ -83,6 +83,7 @@ def compare(parts, settings: dict) -> None:
             if framing not in frames:
                 frames[framing] = prepare_frames(prompter, fit, automatic, config)
             loaded.prompt_decoder.load_state_dict(start)
+            loaded.clicks_primed = config.primed_clicks  # the engine measured below prompts as trained
             began = time.perf_counter()
             history = train_point_decoder(prompter, frames[framing], config)
             minutes = (time.perf_counter() - began) / 60

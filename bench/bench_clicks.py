@@ -64,7 +64,8 @@ def measure(pairs, adapter: Path, max_clicks: int, focus_min_side) -> list:
     CorrectionSession, CorrectionError, PointPrompter, EmbeddingCache, next_click = _engine()
     loaded = load_model("lite", adapter=adapter)
     cache = EmbeddingCache(1024)
-    prompter = PointPrompter(loaded.model, loaded.prompt_decoder, loaded.prompt_model_id, cache)
+    prompter = PointPrompter.of(loaded, cache) if hasattr(PointPrompter, "of") else PointPrompter(
+        loaded.model, loaded.prompt_decoder, loaded.prompt_model_id, cache)  # a tree from before primed clicks
     predictor = Predictor(loaded.model)
     options = {} if focus_min_side is None else {"focus_min_side": focus_min_side}
     records = []

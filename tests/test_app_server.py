@@ -237,8 +237,7 @@ def test_browser_zoom_click_box_paint_erase_undo_save_on_a_real_image(server, sa
     col, row, width, height = cover.window
     assert saved.mask[row : row + height, col : col + width][cover.covered].all()
     loaded = load_model("tiny", tiny_sam_checkpoint, adapter)
-    prompter = PointPrompter(loaded.model, loaded.prompt_decoder, loaded.prompt_model_id,
-                             EmbeddingCache(64, db.parent / "cache" / "embeddings"))  # the server's embeddings
+    prompter = PointPrompter.of(loaded, EmbeddingCache(64, db.parent / "cache" / "embeddings"))  # the server's
     with RasterImage(image_path) as image:
         replayed = CorrectionSession(image, image_id, automatic, prompter).replay(prompts)
     assert np.array_equal(replayed, saved.mask) and not np.array_equal(saved.mask, automatic)

@@ -33,7 +33,7 @@ def default():
 
 @pytest.fixture(scope="module")
 def prompter(default):
-    return PointPrompter(default.model, default.prompt_decoder, default.prompt_model_id, EmbeddingCache(512))
+    return PointPrompter.of(default, EmbeddingCache(512))
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,12 @@
 """The point decoder's click training on a tiny SAM: it trains what it is told to, keeps the rest."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
+from translandseg.adapter import AdapterInfo, save_adapter
 from translandseg.interactive.embedding_cache import EmbeddingCache
 from translandseg.interactive.prompting import PointPrompter
 from translandseg.interactive.training import ClickFrame, ClickTrainConfig, frame_windows, train_point_decoder
@@ -13,7 +16,7 @@ from translandseg.loading import load_model
 @pytest.fixture
 def prompter(tiny_sam_checkpoint):
     loaded = load_model("tiny", tiny_sam_checkpoint, image_size=64)
-    return PointPrompter(loaded.model, loaded.prompt_decoder, loaded.prompt_model_id, EmbeddingCache(0))
+    return PointPrompter.of(loaded, EmbeddingCache(0))
 
 
 def _frames(prompter, count=4):
@@ -111,3 +114,32 @@ def test_a_soup_averages_decoders_trained_from_the_same_start_at_each_seed(promp
         torch.testing.assert_close(soup[k], (first[k] + second[k]) / 2)
     with pytest.raises(ValueError, match="soup_seeds"):
         ClickTrainConfig(soup_seeds=(3, 3))
+
+
+def test_primed_training_primes_the_prompter_and_trains_on_what_it_shows(prompter):
+    decoder = prompter.prompt_decoder
+    start = {k: v.clone() for k, v in decoder.state_dict().items()}
+    frames = _frames(prompter)
+
+    def trained(primed):
+        decoder.load_state_dict(start)
+        config = ClickTrainConfig(epochs=1, max_clicks=2, accumulate=1, lr=1e-2, max_steps=3, primed_clicks=primed)
+        train_point_decoder(prompter, frames, config, progress=False)
+        assert prompter.primed == primed  # the engine will prompt as training did
+        return {k: v.clone() for k, v in decoder.state_dict().items()}
+
+    plain, primed = trained(False), trained(True)
+    assert any(not torch.equal(plain[k], primed[k]) for k in plain)  # the same clicks, shown another mask
+
+
+@pytest.mark.parametrize("with_decoder", [True, False])
+def test_an_adapter_says_whether_its_point_decoder_is_primed(tiny_sam_checkpoint, tmp_path, with_decoder):
+    loaded = load_model("tiny", tiny_sam_checkpoint, image_size=64)
+    info = AdapterInfo("tiny", loaded.sam_sha256, loaded.model.atl.variant.name, 64, clicks_primed=True)
+    path = save_adapter(loaded.model, tmp_path / "a.safetensors", info, loaded.prompt_decoder if with_decoder else None)
+    again = load_model("tiny", tiny_sam_checkpoint, adapter=path)
+    assert again.adapter.clicks_primed
+    assert again.clicks_primed == with_decoder  # the base's own decoder is never primed
+    assert PointPrompter.of(again, EmbeddingCache(0)).primed == with_decoder
+    plain = save_adapter(loaded.model, tmp_path / "b.safetensors", replace(info, clicks_primed=False), loaded.prompt_decoder)
+    assert not load_model("tiny", tiny_sam_checkpoint, adapter=plain).clicks_primed

@@ -15,7 +15,7 @@ from conftest import write_geotiff
 from translandseg.interactive.correction import Box, Click, CorrectionError, CorrectionSession
 from translandseg.interactive.embedding_cache import EmbeddingCache, EmbeddingKey
 from translandseg.interactive.prompting import PointPrompter, SamPrompt
-from translandseg.interactive.refinement import PointClick, click_region, merged, plan
+from translandseg.interactive.refinement import PointClick, click_region, disk_edit, merged, plan
 from translandseg.loading import load_model
 from translandseg.raster import RasterImage
 
@@ -30,7 +30,7 @@ def loaded(tiny_sam_checkpoint):
 @pytest.fixture
 def make_prompter(loaded, tmp_path):
     def make(folder=tmp_path / "embeddings"):
-        return PointPrompter(loaded.model, loaded.prompt_decoder, loaded.prompt_model_id, EmbeddingCache(64, folder))
+        return PointPrompter.of(loaded, EmbeddingCache(64, folder))
 
     return make
 
@@ -225,6 +225,26 @@ def test_replaying_stored_prompts_reproduces_the_mask_bit_for_bit(session, scene
         again = CorrectionSession(image, "scene-sha", automatic, make_prompter())
         assert np.array_equal(again.replay(reloaded), session.mask)
         assert again.prompter.cache.misses == 0
+
+
+def test_a_primed_decoder_is_shown_the_click_s_disk_edit_and_replays_bit_for_bit(loaded, scene, automatic, tmp_path):
+    primed = PointPrompter(loaded.model, loaded.prompt_decoder, loaded.prompt_model_id, EmbeddingCache(64),
+                           primed=True)  # fmt: skip
+    click = PointClick(60, 80, True)  # far from the automatic landslide
+    refinement = plan(automatic, [], click, 128, 128)  # the whole image
+    shown = disk_edit(automatic, refinement, click, output_side=primed.output_side)
+    assert shown[80, 60] and not automatic[80, 60] and np.array_equal(shown & ~automatic, shown ^ automatic)
+    prompt = primed.refinement_prompt(automatic, refinement, click)
+    np.testing.assert_array_equal(prompt.mask_input, primed.mask_input(shown))
+    plain = PointPrompter.of(loaded, EmbeddingCache(0)).refinement_prompt(automatic, refinement, click)
+    np.testing.assert_array_equal(plain.mask_input, primed.mask_input(automatic))
+    assert prompt.points == plain.points and prompt.labels == plain.labels
+    with RasterImage(scene) as image:
+        session = CorrectionSession(image, "scene-sha", automatic, primed, focus_min_side=128)
+        for x, y, positive in ((60, 80, True), (15, 15, False), (5, 95, True)):
+            assert session.click(x + 0.5, y + 0.5, positive)[y, x] == positive
+        mask = session.mask.copy()
+        assert np.array_equal(session.replay(session.prompts), mask)
 
 
 def test_the_image_is_encoded_once_per_window(whole, scene, automatic):

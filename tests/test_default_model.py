@@ -149,7 +149,7 @@ def test_one_click_inside_a_held_out_landslide_overlaps_its_label(samples, defau
     """On each held-out Bijie image (one landslide each), one positive click at the deepest point of
     the label, from an empty mask, must give a mask with IoU above the bar against the label."""
     _, held_out = held_out_split(samples)
-    prompter = PointPrompter(default.model, default.prompt_decoder, default.prompt_model_id, EmbeddingCache(64))
+    prompter = PointPrompter.of(default, EmbeddingCache(64))
     ious = []
     for pair in (p for p in held_out if p.name.startswith("bijie/")):
         _, valid, label = load_pair(pair)

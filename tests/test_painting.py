@@ -91,7 +91,7 @@ def test_strokes_off_the_image_are_clipped_with_a_note(image, automatic):
 def prompter(tiny_sam_checkpoint, tmp_path_factory):
     loaded = load_model("tiny", tiny_sam_checkpoint, image_size=64)
     cache = EmbeddingCache(64, tmp_path_factory.mktemp("embeddings"))
-    return PointPrompter(loaded.model, loaded.prompt_decoder, loaded.prompt_model_id, cache)
+    return PointPrompter.of(loaded, cache)
 
 
 def test_clicks_and_strokes_share_one_history_and_replay_through_the_store(image, scene, automatic, prompter, tmp_path):

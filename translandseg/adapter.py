@@ -42,6 +42,7 @@ class AdapterInfo:
     image_size: int
     training_snapshot: str = ""  # which labels trained it (a folder, or the store's snapshot id)
     metrics: Dict[str, float] = field(default_factory=dict)
+    clicks_primed: bool = False  # its point decoder sees each click's disk edit in its mask input
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     def to_metadata(self) -> Dict[str, str]:
@@ -57,6 +58,7 @@ class AdapterInfo:
             image_size=int(metadata["image_size"]),
             training_snapshot=metadata.get("training_snapshot", ""),
             metrics=json.loads(metadata.get("metrics") or "{}"),
+            clicks_primed=metadata.get("clicks_primed") == "True",
             created_at=metadata.get("created_at", ""),
         )
 

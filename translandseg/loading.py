@@ -30,6 +30,7 @@ class LoadedModel:
     adapter_path: Optional[Path] = None
     adapter_sha256: Optional[str] = None
     prompt_decoder_tuned: bool = False  # the adapter brought its own point-prompt decoder
+    clicks_primed: bool = False  # that decoder sees each click's disk edit in its mask input
 
     @property
     def tuned_prompt_decoder(self) -> Optional[MaskDecoder]:
@@ -99,6 +100,7 @@ def load_model(
     if adapter is not None:
         loaded.adapter = load_adapter(model, adapter, model_type, loaded.sam_sha256, prompt_decoder)
         loaded.prompt_decoder_tuned = has_prompt_decoder(adapter)
+        loaded.clicks_primed = loaded.prompt_decoder_tuned and loaded.adapter.clicks_primed
         loaded.adapter_path = Path(adapter)
         loaded.adapter_sha256 = checkpoint_sha256(adapter)
     model.eval()

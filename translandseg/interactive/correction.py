@@ -233,7 +233,7 @@ class CorrectionSession:
         if not valid[pixel.y - row, pixel.x - col]:
             raise CorrectionError(f"({pixel.x}, {pixel.y}) has no data (nodata): nothing to segment there")
         current = self._window_of(refinement.window)
-        prompt = SamPrompt(refinement.points, refinement.labels, mask_input=self.prompter.mask_input(current))
+        prompt = self.prompter.refinement_prompt(current, refinement, pixel, valid)
         answer = self.prompter.predict(embedding, valid.shape, prompt).mask & valid
         after, fallback = merged(current, refinement, answer, pixel, valid, self.prompter.output_side)
         note = ""

@@ -73,7 +73,7 @@ def click_runs(loaded: LoadedModel, pairs: Sequence[Pair], start: str = "automat
     if start not in ("automatic", "empty"):
         raise ValueError(f"start must be 'automatic' or 'empty', not {start!r}")
     cache = cache if cache is not None else EmbeddingCache(256)
-    prompter = PointPrompter(loaded.model, loaded.prompt_decoder, loaded.prompt_model_id, cache)
+    prompter = PointPrompter.of(loaded, cache)
     predictor = Predictor(loaded.model, precision=REFERENCE_PRECISION) if start == "automatic" else None
     runs = []
     for pair in tqdm(pairs, desc=f"clicks from {start} masks", disable=not progress):

@@ -13,9 +13,10 @@ from segment_anything.modeling import MaskDecoder
 from segment_anything.utils.transforms import ResizeLongestSide
 from torch.nn import functional as F
 
+from ..loading import LoadedModel
 from ..modeling import TransLandSeg
 from .embedding_cache import EmbeddingCache, EmbeddingKey
-from .refinement import MASK_LOGIT
+from .refinement import MASK_LOGIT, PointClick, Refinement, disk_edit
 
 
 @dataclass(frozen=True)
@@ -36,19 +37,28 @@ class SamMask:
 
 
 class PointPrompter:
-    def __init__(self, model: TransLandSeg, prompt_decoder: MaskDecoder, model_id: str, cache: EmbeddingCache) -> None:
+    def __init__(self, model: TransLandSeg, prompt_decoder: MaskDecoder, model_id: str, cache: EmbeddingCache,
+                 primed: bool = False) -> None:  # fmt: skip
         """
         Args:
           model: supplies SAM's plain image encoder (no ATL), prompt encoder and normalisation.
           prompt_decoder: SAM's mask decoder as trained for prompts.
           model_id: names the encoder and input size in embedding cache keys.
           cache: where embeddings are kept.
+          primed: the decoder was trained to see each click's disk edit in its ``mask_input``
+            (``refinement_prompt``).
         """
         self.model = model
         self.prompt_decoder = prompt_decoder
         self.model_id = model_id
         self.cache = cache
+        self.primed = primed
         self.transform = ResizeLongestSide(model.image_size)
+
+    @classmethod
+    def of(cls, loaded: LoadedModel, cache: EmbeddingCache) -> "PointPrompter":
+        """The prompter of a loaded model's point decoder, as that decoder was trained."""
+        return cls(loaded.model, loaded.prompt_decoder, loaded.prompt_model_id, cache, loaded.clicks_primed)
 
     def key(self, image_sha256: str, window: Tuple[int, int, int, int], rendering: str) -> EmbeddingKey:
         return EmbeddingKey(image_sha256, self.model_id, tuple(window), rendering)
@@ -98,6 +108,14 @@ class PointPrompter:
             dense_prompt_embeddings=dense,
             multimask_output=len(prompt.points) == 1 and prompt.box is None and prompt.mask_input is None,
         )
+
+    def refinement_prompt(self, current: np.ndarray, refinement: Refinement, click: PointClick,
+                          valid: Optional[np.ndarray] = None) -> SamPrompt:  # fmt: skip
+        """The decoder's prompt for ``click`` on ``current``, its window's mask: the window's clicks,
+        and the mask as ``mask_input``, when ``primed`` with the click's disk edit
+        (``refinement.disk_edit``) already made."""
+        shown = disk_edit(current, refinement, click, valid, self.output_side) if self.primed else current
+        return SamPrompt(refinement.points, refinement.labels, mask_input=self.mask_input(shown))
 
     def mask_input(self, mask: np.ndarray) -> np.ndarray:
         """A window's current mask (bool) as the decoder's ``mask_input`` logits (1, L, L), laid out

@@ -163,14 +163,23 @@ def merged(current: np.ndarray, refinement: Refinement, answer: np.ndarray, clic
         reason = "undid an earlier click"
     else:
         return new, ""
+    return disk_edit(current, refinement, click, valid, output_side), reason
+
+
+def disk_edit(current: np.ndarray, refinement: Refinement, click: PointClick, valid: Optional[np.ndarray] = None,
+              output_side: int = 256) -> np.ndarray:  # fmt: skip
+    """The window's mask with a disk around ``click`` added (positive) or cut from its region
+    (negative): the consistency fallback, and what a primed decoder is shown (``merged``'s arguments)."""
+    region = refinement.region
+    x, y = click.x - refinement.window[0], click.y - refinement.window[1]
     side = max(region.shape)
     smallest = max(REACH, int(np.ceil(FALLBACK_OUTPUT_PIXELS * side / output_side)))
     largest = max(smallest, min(FALLBACK_REACH * smallest, FALLBACK_WINDOW_SHARE * side))
     labelled = current if click.positive else ~current
     disk = _disk(region.shape, x, y, max(smallest, _distance_to(labelled, x, y, largest)))
     if click.positive:
-        return current | (disk & (valid if valid is not None else True)), reason
-    return current & ~(disk & region), reason
+        return current | (disk & (valid if valid is not None else True))
+    return current & ~(disk & region)
 
 
 def _undoes_an_earlier_click(current: np.ndarray, new: np.ndarray, refinement: Refinement) -> bool:

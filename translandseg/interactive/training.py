@@ -45,6 +45,7 @@ class ClickTrainConfig:
     click_weight: float = 0.0  # of the BCE at the clicked pixels (the default recipe's 0.1: bench/README.md)
     click_placement: str = "random"  # where a simulated click lands (simulation.PLACEMENTS)
     focus_frames: bool = True  # also frame each larger image's focus window (``frame_windows``)
+    primed_clicks: bool = False  # the decoder sees each click's disk edit in its mask input (``PointPrompter.primed``)
     ema_decay: Optional[float] = None  # keep this exponential moving average of the weights over steps, not the last
     soup_seeds: Tuple[int, ...] = ()  # train once per seed (``seed`` unused) and keep the weights' average
     kept: Tuple[str, ...] = ()  # decoder parts left as they start (an adapter stores them once)
@@ -106,11 +107,12 @@ def prepare_frames(prompter: PointPrompter, pairs: Sequence[Pair], automatic: Ca
 def train_point_decoder(prompter: PointPrompter, frames: Sequence[ClickFrame], config: Optional[ClickTrainConfig] = None,
                         progress: bool = True,
                         on_epoch: Optional[Callable[[Dict[str, float]], None]] = None) -> List[Dict[str, float]]:  # fmt: skip
-    """Train ``prompter.prompt_decoder`` in place on ``frames``; returns the mean loss per epoch (and
-    its seed, for a soup)."""
+    """Train ``prompter.prompt_decoder`` in place on ``frames``, and prime ``prompter`` as it was
+    trained; returns the mean loss per epoch (and its seed, for a soup)."""
     if not frames:
         raise ValueError("click training needs at least one labelled image with a landslide")
     config = config or ClickTrainConfig()
+    prompter.primed = config.primed_clicks
     if config.soup_seeds:
         return _soup(prompter, frames, config, progress, on_epoch)
     return _train(prompter, frames, config, progress, on_epoch)
@@ -205,7 +207,7 @@ def play(prompter: PointPrompter, frame: ClickFrame, config: ClickTrainConfig, r
             break
         click = PointClick(simulated.x, simulated.y, simulated.positive)
         refinement = plan(mask, clicks, click, side, side)
-        prompt = SamPrompt(refinement.points, refinement.labels, mask_input=prompter.mask_input(mask))
+        prompt = prompter.refinement_prompt(mask, refinement, click, frame.valid)
         low_res, _ = prompter.logits(frame.embedding, mask.shape, prompt)
         size = prompter.model.image_size
         logits = F.interpolate(low_res, (size, size), mode="bilinear", align_corners=False)

@@ -108,7 +108,7 @@ def train_default(samples: Path, out: Path, work_dir: Path, recipe: Optional[Def
         load_adapter(loaded.model, result.adapter_path, LITE, loaded.sam_sha256)  # the kept epoch
         automatic_history = result.history
     loaded.prompt_decoder.load_state_dict(loaded.model.mask_decoder.state_dict())
-    prompter = PointPrompter(loaded.model, loaded.prompt_decoder, loaded.prompt_model_id, EmbeddingCache(0))
+    prompter = PointPrompter.of(loaded, EmbeddingCache(0))
     frames = prepare_frames(prompter, training, automatic_masks(loaded), recipe.clicks, progress)
     click_history = train_point_decoder(prompter, frames, recipe.clicks, progress)
     unrounded = measure(loaded, held_out, progress) if recipe.storage != "float32" else None
@@ -126,7 +126,7 @@ def train_default(samples: Path, out: Path, work_dir: Path, recipe: Optional[Def
     }
     snapshot = json.dumps({k: report[k] for k in ("recipe", "training", "held_out")})
     info = AdapterInfo(LITE, loaded.sam_sha256, loaded.model.atl.variant.name, loaded.model.image_size,
-                       snapshot, metrics)  # fmt: skip
+                       snapshot, metrics, recipe.clicks.primed_clicks)  # fmt: skip
     save_adapter(loaded.model, out, info, loaded.prompt_decoder, recipe.storage)
     return report
 

@@ -101,7 +101,7 @@ def train(
         if config.keep_last_epoch or metrics["miou"] > state.best_miou:
             state.best_miou, state.best_epoch = metrics.get("miou", -1.0), epoch
             info = AdapterInfo(loaded.model_type, loaded.sam_sha256, model.atl.variant.name, model.image_size,
-                               training_snapshot, metrics)  # fmt: skip
+                               training_snapshot, metrics, loaded.clicks_primed)  # fmt: skip
             save_adapter(model, out_dir / ADAPTER_FILE, info, loaded.tuned_prompt_decoder)  # clicks' decoder kept
         state.epoch = epoch
         _save_checkpoint(checkpoint, loaded, config, optimizer, scheduler, state)
