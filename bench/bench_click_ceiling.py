@@ -1,24 +1,33 @@
 """A ceiling for click convergence: perfect answers to the RITM clicks, per sample set.
 
     python bench/bench_click_ceiling.py SAMPLES [--clicks 1 2 3 5]
+    python bench/bench_click_ceiling.py SAMPLES --folds 2 --fold-adapters runs/automatic-study/RUN
 
 From an empty mask, each click of the benchmark's protocol (``simulation.next_click``: the
 deepest pixel of the larger error) is answered with the whole labelled landslide under it (a
 positive click) or the whole false alarm under it (a negative one), 8-connected. No model is
 involved: the figures say what the protocol allows, so a shortfall beyond them is the
 decoder's. Also printed: how many separate landslides a label holds.
+
+With ``--folds K --fold-adapters RUN`` (``bench_automatic_training.py --folds K``'s run folder)
+the clicks start instead from the automatic mask of every training image, out of fold, and each
+is answered by fixing exactly the error it lands in: the 8-connected missed part (a positive
+click) or false alarm (a negative one) under it, no more. NoC@85/90 and IoU after k clicks.
 """
 
 import argparse
 from pathlib import Path
 
 import numpy as np
+from bench_automatic_training import folds_of
 from scipy import ndimage
 
+from translandseg.build import LITE
 from translandseg.data import load_pair
-from translandseg.interactive.evaluation import mask_iou
+from translandseg.interactive.evaluation import MAX_CLICKS, THRESHOLDS, clicks_to_reach, mask_iou
 from translandseg.interactive.simulation import next_click
-from translandseg.training.recipe import held_out_split
+from translandseg.loading import load_model
+from translandseg.training.recipe import automatic_masks, held_out_split
 
 EIGHT = np.ones((3, 3), bool)
 
@@ -39,11 +48,45 @@ def oracle_curve(truth: np.ndarray, valid: np.ndarray, clicks: int) -> list:
     return curve
 
 
+def error_oracle_curve(start: np.ndarray, truth: np.ndarray, valid: np.ndarray, clicks: int) -> list:
+    """IoU after 0..``clicks`` clicks from ``start``, each fixing exactly the error region it lands in."""
+    mask = start.copy()
+    curve = [mask_iou(mask & valid, truth)]
+    for _ in range(clicks):
+        click = next_click(mask, truth, valid)
+        if click is not None:
+            error = (truth & ~mask) if click.positive else (mask & ~truth)
+            regions, _ = ndimage.label(error & valid, EIGHT)
+            mask = np.where(regions == regions[click.y, click.x], truth, mask)
+        curve.append(mask_iou(mask & valid, truth))
+    return curve
+
+
+def from_automatic(samples: Path, folds: int, fold_adapters: Path, clicks: list) -> None:
+    """The error-region oracle from each training image's out-of-fold automatic mask."""
+    training, _ = held_out_split(samples)
+    curves = {}  # by sample set
+    for _, fold, run in folds_of(training, folds, fold_adapters):
+        automatic = automatic_masks(load_model(LITE, adapter=run / "adapter.safetensors"))
+        for pair in fold:
+            _, valid, truth = load_pair(pair)
+            curves.setdefault(pair.sample_set, []).append(error_oracle_curve(automatic(pair), truth, valid, MAX_CLICKS))
+    print("| set | NoC@85 / NoC@90 | IoU after 0 / " + " / ".join(map(str, clicks)) + " clicks |\n| --- | --- | --- |")
+    for name, of_set in [*sorted(curves.items()), ("all", [c for cs in curves.values() for c in cs])]:
+        noc = " / ".join(f"{np.mean([clicks_to_reach(c, t) for c in of_set]):.1f}" for t in THRESHOLDS)
+        mean = np.mean(of_set, axis=0)
+        print(f"| {name} ({len(of_set)}) | {noc} | " + " / ".join(f"{mean[k]:.3f}" for k in (0, *clicks)) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("samples", type=Path)
     parser.add_argument("--clicks", type=int, nargs="+", default=[1, 2, 3, 5])
+    parser.add_argument("--folds", type=int, help="from the automatic mask, out of fold, with this many folds")
+    parser.add_argument("--fold-adapters", type=Path, help="with --folds: bench_automatic_training.py's run folder")
     args = parser.parse_args()
+    if args.folds:
+        return from_automatic(args.samples, args.folds, args.fold_adapters, args.clicks)
     training, held_out = held_out_split(args.samples)
     print("| split | set | landslides per image: median / max | oracle IoU after "
           + " / ".join(map(str, args.clicks)) + " clicks |\n| --- | --- | --- | --- |")  # fmt: skip
