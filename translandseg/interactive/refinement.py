@@ -25,6 +25,8 @@ in use:
    ``FALLBACK_WINDOW_SHARE`` of the window's longer side, so that on a small image a click stays
    a local edit (bench/README.md: on 128² patches the wider disks were most of the clicks that
    lowered IoU).
+5. **Priming.** A decoder trained so (``PointPrompter.primed``) is shown that disk edit already
+   made in its ``mask_input``, and refines it; the merge and its consistency check are the same.
 """
 
 from dataclasses import dataclass

@@ -7,10 +7,11 @@ mask of the frame or empty (``automatic_share`` of the time the former), then 1 
 ``max_clicks`` clicks follow (a random number, as RITM's iterative training), each drawn at
 random in an error (``click_placement``: ``simulation.next_click``) and planned, prompted and
 merged exactly as the engine does
-(``refinement.plan``, ``PointPrompter.mask_input``, ``refinement.merged``). Every answer is
+(``refinement.plan``, ``PointPrompter.refinement_prompt``, ``refinement.merged``). Every answer is
 scored against the frame's label with the paper's BCE + IoU loss plus ``click_weight`` times a
 BCE at the clicked pixels against their labels, which makes the decoder follow the clicks itself
-(0.1 in the default recipe; measured in bench/README.md). With ``ema_decay`` training keeps an
+(0.1 in the default recipe; measured in bench/README.md). With ``primed_clicks`` the decoder is
+shown each click's disk edit already made (``refinement.disk_edit``). With ``ema_decay`` training keeps an
 exponential moving average of the weights instead of the last step's, and with ``soup_seeds``
 one decoder is trained per seed from the same start and their weights are averaged (a "model
 soup"); both measured in bench/README.md.
