@@ -111,6 +111,7 @@ def train_default(samples: Path, out: Path, work_dir: Path, recipe: Optional[Def
     prompter = PointPrompter.of(loaded, EmbeddingCache(0))
     frames = prepare_frames(prompter, training, automatic_masks(loaded), recipe.clicks, progress)
     click_history = train_point_decoder(prompter, frames, recipe.clicks, progress)
+    loaded.clicks_primed = prompter.primed  # measured and saved as trained
     unrounded = measure(loaded, held_out, progress) if recipe.storage != "float32" else None
     round_to_storage(loaded.model, loaded.prompt_decoder, recipe.storage)
     metrics = measure(loaded, held_out, progress)
@@ -126,7 +127,7 @@ def train_default(samples: Path, out: Path, work_dir: Path, recipe: Optional[Def
     }
     snapshot = json.dumps({k: report[k] for k in ("recipe", "training", "held_out")})
     info = AdapterInfo(LITE, loaded.sam_sha256, loaded.model.atl.variant.name, loaded.model.image_size,
-                       snapshot, metrics, recipe.clicks.primed_clicks)  # fmt: skip
+                       snapshot, metrics, loaded.clicks_primed)  # fmt: skip
     save_adapter(loaded.model, out, info, loaded.prompt_decoder, recipe.storage)
     return report
 
