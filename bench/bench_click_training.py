@@ -83,9 +83,9 @@ def compare(parts, settings: dict) -> None:
             if framing not in frames:
                 frames[framing] = prepare_frames(prompter, fit, automatic, config)
             loaded.prompt_decoder.load_state_dict(start)
-            loaded.clicks_primed = config.primed_clicks  # the engine measured below prompts as trained
             began = time.perf_counter()
             history = train_point_decoder(prompter, frames[framing], config)
+            loaded.clicks_primed = prompter.primed  # measured as trained, as train-default does
             minutes = (time.perf_counter() - began) / 60
             for begin in STARTS:
                 runs[name][begin] += click_runs(loaded, measured, begin, cache=cache)
