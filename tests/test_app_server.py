@@ -7,11 +7,13 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from annotations.accounts import add_user
 from conftest import write_geotiff
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,15 +28,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(adapter, tiny_sam_checkpoint, tmp_path_factory):
-    """`python app.py` in its own process, with its own store; yields (url, database path)."""
-    root = tmp_path_factory.mktemp("server")
+@contextmanager
+def running_app(root: Path, adapter: Path, checkpoint: Path, *extra: str):
+    """`python app.py` in its own process, with its own store under ``root``; yields (url, database path)."""
     port = free_port()
     db = root / "labels.db"
     command = [sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port), "--db", str(db),
                "--data-dir", str(root / "data"), "--cache-dir", str(root / "cache"), "--adapter", str(adapter),
-               "--sam-checkpoint", str(tiny_sam_checkpoint)]  # fmt: skip
+               "--sam-checkpoint", str(checkpoint), *extra]  # fmt: skip
     log = open(root / "server.log", "w")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=root)
     url = f"http://127.0.0.1:{port}/"
@@ -48,10 +49,32 @@ def server(adapter, tiny_sam_checkpoint, tmp_path_factory):
                 process.kill()
                 pytest.fail("the app did not start:\n" + (root / "server.log").read_text()[-3000:])
             time.sleep(0.5)
-    yield url, db
-    process.terminate()
-    process.wait(timeout=30)
-    log.close()
+    try:
+        yield url, db
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def server(adapter, tiny_sam_checkpoint, tmp_path_factory):
+    """The app without accounts: anyone names themselves."""
+    with running_app(tmp_path_factory.mktemp("server"), adapter, tiny_sam_checkpoint) as running:
+        yield running
+
+
+ACCOUNTS = {"ann": ("annotator", "annotator-password"), "rev": ("reviewer", "reviewer-password")}
+
+
+@pytest.fixture(scope="module")
+def team_server(adapter, tiny_sam_checkpoint, tmp_path_factory):
+    """The app with accounts (``--users``): an annotator ``ann`` and a reviewer ``rev``."""
+    root = tmp_path_factory.mktemp("team")
+    for name, (role, password) in ACCOUNTS.items():
+        add_user(root / "users.txt", name, role, password)
+    with running_app(root, adapter, tiny_sam_checkpoint, "--users", str(root / "users.txt")) as running:
+        yield running
 
 
 @pytest.fixture
@@ -102,6 +125,9 @@ def test_browser_upload_click_save(server, scene):
             page.locator("#info").get_by_text("mask updated in").wait_for(timeout=60_000)
             page.locator("#save").click()
             page.locator("#info").get_by_text("Saved hillside.tif").wait_for(timeout=60_000)
+            page.reload()  # without accounts the browser keeps the typed name
+            page.wait_for_function("document.querySelector('#annotator textarea, #annotator input')?.value "
+                                   "=== 'browser-user'", timeout=30_000)  # fmt: skip
         finally:
             page.screenshot(path=str(ARTIFACTS / "browser_upload_click_save.png"), full_page=True)
             browser.close()
@@ -241,3 +267,75 @@ def test_browser_zoom_click_box_paint_erase_undo_save_on_a_real_image(server, sa
     with RasterImage(image_path) as image:
         replayed = CorrectionSession(image, image_id, automatic, prompter).replay(prompts)
     assert np.array_equal(replayed, saved.mask) and not np.array_equal(saved.mask, automatic)
+
+
+def test_api_with_accounts_records_the_login_whatever_name_is_typed(team_server, scene):
+    """Issue 31.1: the name sent with a request is ignored; the signed-in user is the annotator."""
+    from gradio_client import Client, handle_file
+
+    url, db = team_server
+    annotator = Client(url, auth=("ann", ACCOUNTS["ann"][1]), verbose=False)
+    annotator.predict([handle_file(str(scene))], "rev", "", "2-98 %", api_name="/upload")
+    info, _ = annotator.predict("rev", "", api_name="/accepted")  # an annotator posing as the reviewer
+    assert "Not saved: only reviewers can mark an image accepted; ann is an annotator" in info
+    info, _ = annotator.predict("", "", api_name="/save")  # no name typed: the login is enough
+    assert "Saved hillside.tif" in info
+    reviewer = Client(url, auth=("rev", ACCOUNTS["rev"][1]), verbose=False)
+    reviewer.predict([handle_file(str(scene))], "", "", "2-98 %", api_name="/upload")  # opens the stored image
+    info, _ = reviewer.predict("ann", "", api_name="/accepted")
+    assert "accepted" in info and "Not saved" not in info
+    assert rows(db, "select added_by from images where name = 'hillside.tif'") == [("ann",)]
+    assert rows(db, "select annotator from annotations") == [("ann",)]
+    assert rows(db, "select status, reviewer from reviews") == [("accepted", "rev")]
+
+
+def test_browser_login_roles_hold(team_server, tmp_path):
+    """Issue 31.1 in the browser: each analyst signs in; the name box shows the login and cannot be
+    changed; an annotator's Accept is refused; the reviewer's is recorded as the reviewer's."""
+    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is installed with the test extras")
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it: apt-get install chromium)")
+    url, db = team_server
+    data = np.random.default_rng(31).integers(0, 255, (3, 90, 120), dtype=np.uint8)
+    image = write_geotiff(tmp_path / "team-scene.tif", data)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+
+        def sign_in(user: str):
+            page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+            page.goto(url)
+            page.get_by_label("username").fill(user)
+            page.get_by_label("password").fill(ACCOUNTS[user][1])
+            page.get_by_role("button", name="Login").click()
+            name = page.locator("#annotator textarea, #annotator input").first
+            page.wait_for_function("u => document.querySelector('#annotator textarea, #annotator input')?.value === u",
+                                   arg=user, timeout=60_000)  # fmt: skip
+            assert not name.is_editable()
+            return page
+
+        pages = []
+        try:
+            page = sign_in("ann")
+            pages.append(page)
+            info = page.locator("#info")
+            page.locator("#upload input[type=file]").set_input_files(str(image))
+            info.get_by_text("Automatic mask by").wait_for(timeout=60_000)
+            page.locator("#accept").click()
+            info.locator(".tls-problem").get_by_text("ann is an annotator").wait_for(timeout=30_000)
+            page.locator("#save").click()
+            info.get_by_text("Saved team-scene.tif").wait_for(timeout=30_000)
+            page = sign_in("rev")
+            pages.append(page)
+            info = page.locator("#info")
+            page.locator("#queue span.text", has_text="team-scene.tif").first.click()
+            info.get_by_text("team-scene.tif: 120x90 px").wait_for(timeout=60_000)
+            page.locator("#accept").click()
+            info.get_by_text("Saved team-scene.tif").wait_for(timeout=30_000)
+        finally:
+            for number, shown in enumerate(pages):
+                shown.screenshot(path=str(ARTIFACTS / f"browser_login_{number}.png"), full_page=True)
+            browser.close()
+    query = """select i.added_by, a.annotator, r.status, r.reviewer from images i join annotations a on a.image_id = i.id
+               join reviews r on r.annotation_id = a.id where i.name = 'team-scene.tif'"""
+    assert rows(db, query) == [("ann", "ann", "accepted", "rev")]

@@ -5,14 +5,15 @@ Per-browser state lives in ``gr.State``; the model and the embedding cache are s
 """
 
 import argparse
+import inspect
 import json
 import logging
 import os
 import tempfile
 import time
-from functools import partial
+import typing
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a labeling tool
 import gradio as gr  # noqa: E402
@@ -44,6 +45,7 @@ from .canvas import Gesture, labeling_canvas, scene, to_prompt  # noqa: E402
 log = logging.getLogger("translandseg.app")
 EXAMPLE = Path(__file__).resolve().parents[2] / "assets" / "example_hillside.tif"  # in a checkout or a Space
 STRETCHES = {"2-98 %": (2.0, 98.0), "0.5-99.5 %": (0.5, 99.5), "min-max": (0.0, 100.0)}
+NAME_KEY = "translandseg-annotator"  # where the browser keeps the typed name (without accounts)
 QUEUE_COLUMNS = ["name", "status", "labelled by", "id"]
 QUEUE_ORDER = ("unlabelled", "pending", "needs-work", "rejected", "accepted")  # what waits comes first
 ALL_IMAGES = "all images"
@@ -106,9 +108,45 @@ def open_workspace(args: argparse.Namespace) -> Workspace:
 # --- handlers: (state, outputs...) in, updates out ------------------------------------------------
 
 
-def _annotator(name: str, request: Optional[gr.Request]) -> str:
-    user = getattr(request, "username", None)
-    return (user or name or "").strip()
+def bind(handler: Callable, *leading) -> Callable:
+    """``handler`` with its first arguments given, for an event listener.
+
+    Unlike ``functools.partial`` it keeps the rest of the handler's signature and type hints, which
+    is how Gradio knows to pass a ``gr.Request`` (who is signed in), ``gr.EventData`` or
+    ``gr.Progress``: behind a partial those parameters silently stay at their defaults.
+    """
+
+    def bound(*args, **kwargs):
+        return handler(*leading, *args, **kwargs)
+
+    signature = inspect.signature(handler)
+    names = list(signature.parameters)[: len(leading)]
+    bound.__signature__ = signature.replace(parameters=list(signature.parameters.values())[len(leading) :])
+    bound.__annotations__ = {k: v for k, v in typing.get_type_hints(handler).items() if k not in names}
+    bound.__name__ = bound.__qualname__ = handler.__name__
+    return bound
+
+
+def signed_in(request: Optional[gr.Request]) -> str:
+    """The user signed in through the app's login (``--users`` or ``--auth``), or ""."""
+    return getattr(request, "username", None) or ""
+
+
+def annotator_field(remembered: str, request: gr.Request = None):
+    """The name box as a page opens: the signed-in user, not editable; else the name this browser
+    typed last."""
+    user = signed_in(request)
+    if user:
+        return gr.Textbox(value=user, label="Signed in as (recorded with every save)", interactive=False)
+    return gr.Textbox(value=remembered) if remembered else gr.skip()  # never blank what is being typed
+
+
+def _annotator(workspace: Workspace, name: str, request: Optional[gr.Request]) -> str:
+    """Who is working: with accounts, always the signed-in user, whatever the name box says (an
+    annotator cannot review as someone else); without, the signed-in or else the typed name."""
+    if workspace.accounts is not None:
+        return signed_in(request)
+    return (signed_in(request) or name or "").strip()
 
 
 def queue_rows(workspace: Workspace, shown: str = ALL_IMAGES) -> List[List[str]]:
@@ -143,7 +181,7 @@ def upload(workspace: Workspace, files, name: str, bands: str, stretch: str,
     for path in files:
         uploaded = Path(path).name  # Gradio keeps the name the analyst's file had
         try:
-            added.append(workspace.add_upload(Path(path), uploaded, _annotator(name, request)))
+            added.append(workspace.add_upload(Path(path), uploaded, _annotator(workspace, name, request)))
         except USER_ERRORS as error:
             messages.append(problem(str(error) if str(error).startswith(uploaded) else f"{uploaded}: {error}"))
     picture = gr.skip()
@@ -155,13 +193,14 @@ def upload(workspace: Workspace, files, name: str, bands: str, stretch: str,
 
 
 def open_example(workspace: Workspace, name: str, bands: str, stretch: str,
-                 session: Optional[LabelingSession], request: gr.Request = None):  # fmt: skip
+                 session: Optional[LabelingSession], request: gr.Request = None,
+                 progress=TILE_PROGRESS):  # fmt: skip
     """Upload the project's generated example scene."""
-    return upload(workspace, [str(EXAMPLE)], name, bands, stretch, session, request)
+    return upload(workspace, [str(EXAMPLE)], name, bands, stretch, session, request, progress)
 
 
 def open_from_queue(workspace: Workspace, evt: gr.SelectData, bands: str, stretch: str,
-                    session: Optional[LabelingSession]):  # fmt: skip
+                    session: Optional[LabelingSession], progress=TILE_PROGRESS):  # fmt: skip
     row = evt.row_value if evt is not None else None
     if not row:
         return session, *_view(session, "Pick an image in the queue.")
@@ -233,9 +272,9 @@ def save(workspace: Workspace, status: Optional[str], name: str, reason: str,
     reason box is emptied once it is stored."""
     if session is None:
         return problem("Upload or pick an image first."), reason
-    annotator = _annotator(name, request)
+    annotator = _annotator(workspace, name, request)
     if not annotator:
-        return problem("Enter your name before saving."), reason
+        return problem("Sign in before saving." if workspace.accounts else "Enter your name before saving."), reason
     if workspace.accounts is not None and not workspace.accounts.may_review(annotator, status):
         return problem(f"Not saved: only reviewers can mark an image {status}; {annotator} is an annotator. "
                        "Save, or mark it Needs work, for a reviewer to decide."), reason  # fmt: skip
@@ -347,7 +386,7 @@ def retrain(workspace: Workspace, name: str, statuses: List[str], epochs: float,
     settings = RetrainSettings(model.model_type, str(model.sam_checkpoint), cache, str(model.model.device),
                                tuple(statuses or ["accepted"]), int(epochs), max_minutes=float(minutes))  # fmt: skip
     try:
-        run_id, _ = start_retraining(workspace.db_path, settings, _annotator(name, request))
+        run_id, _ = start_retraining(workspace.db_path, settings, _annotator(workspace, name, request))
     except RetrainRefused as error:
         return f"**{error}**"
     return f"Retraining run {run_id} started."
@@ -426,11 +465,11 @@ def _model_tab(workspace: Workspace, name: gr.Textbox) -> None:
     with gr.Row():
         pick = gr.Dropdown([r[0] for r in rows], label="Version", allow_custom_value=False)
         activate_button = gr.Button("Activate / roll back to this version")
-    start.click(partial(retrain, workspace), [name, statuses, epochs, minutes], outcome, api_name="retrain")
-    cancel.click(partial(cancel_retraining, workspace), None, outcome, api_name="cancel-retrain")
-    auto.input(partial(set_auto, workspace), auto, None, api_name=False)
-    activate_button.click(partial(activate_version, workspace), pick, outcome, api_name="activate").then(
-        partial(model_report, workspace), None, report, api_name=False)
+    start.click(bind(retrain, workspace), [name, statuses, epochs, minutes], outcome, api_name="retrain")
+    cancel.click(bind(cancel_retraining, workspace), None, outcome, api_name="cancel-retrain")
+    auto.input(bind(set_auto, workspace), auto, None, api_name=False)
+    activate_button.click(bind(activate_version, workspace), pick, outcome, api_name="activate").then(
+        bind(model_report, workspace), None, report, api_name=False)
 
     def poll():
         rows = version_rows(workspace)
@@ -465,7 +504,9 @@ def build_ui(workspace: Workspace) -> gr.Blocks:
         with gr.Tab("Label"):
             with gr.Row():
                 with gr.Column(scale=1, min_width=280):
-                    name = gr.Textbox(label="Your name (recorded with every save)", elem_id="annotator")
+                    name = gr.Textbox(label="Your name (recorded with every save)", elem_id="annotator",
+                                      interactive=workspace.accounts is None)  # fmt: skip
+                    remembered = gr.BrowserState("", storage_key=NAME_KEY, secret=NAME_KEY)  # a name, no secret
                     files = gr.File(label="Upload images (PNG, JPEG, GeoTIFF)", file_count="multiple",
                                     type="filepath", elem_id="upload")  # fmt: skip
                     example = gr.Button("Try the example scene", size="sm", visible=EXAMPLE.is_file())
@@ -502,40 +543,38 @@ def build_ui(workspace: Workspace) -> gr.Blocks:
         with gr.Tab("Model"):
             _model_tab(workspace, name)
 
-        def open_row(evt: gr.SelectData, bands: str, stretch: str, session,
-                     progress=TILE_PROGRESS):  # fmt: skip
-            return open_from_queue(workspace, evt, bands, stretch, session)
-
         view = [session, canvas, info]
         model_work = {"concurrency_id": "model", "concurrency_limit": 1}
         opened = [
-            files.upload(partial(upload, workspace), [files, name, bands, stretch, session], view,
+            files.upload(bind(upload, workspace), [files, name, bands, stretch, session], view,
                          api_name="upload", **model_work),
-            example.click(partial(open_example, workspace), [name, bands, stretch, session], view,
+            example.click(bind(open_example, workspace), [name, bands, stretch, session], view,
                           api_name="example", **model_work),
-            queue.select(open_row, [bands, stretch, session], view, api_name="open", **model_work),
+            queue.select(bind(open_from_queue, workspace), [bands, stretch, session], view, api_name="open", **model_work),
         ]  # fmt: skip
         opened[0].then(lambda: None, None, files, api_name=False)  # the next upload sends only new files
         canvas.gesture(gesture, session, [canvas, info], api_name=False, concurrency_id="edits", concurrency_limit=4)
         for button, action in ((undo, "undo"), (redo, "redo"), (reset, "reset")):
-            button.click(partial(edit, action), session, [canvas, info], api_name=action, concurrency_id="edits",
+            button.click(bind(edit, action), session, [canvas, info], api_name=action, concurrency_id="edits",
                          concurrency_limit=4)  # fmt: skip
         for button, status in ((save_button, None), (accept, "accepted"), (needs_work, "needs-work"),
                                (reject, "rejected")):  # fmt: skip
-            event = button.click(partial(save, workspace, status), [name, reason, session],
+            event = button.click(bind(save, workspace, status), [name, reason, session],
                                  [info, reason], api_name=status or "save", concurrency_id="store",
                                  concurrency_limit=8)  # fmt: skip
-            event.then(partial(queue_rows, workspace), queue_filter, queue, api_name=False)
+            event.then(bind(queue_rows, workspace), queue_filter, queue, api_name=False)
             if status is not None:
-                opened.append(event.then(partial(open_next, workspace), [info, bands, stretch, session],
+                opened.append(event.then(bind(open_next, workspace), [info, bands, stretch, session],
                                          view, api_name=False, **model_work))  # fmt: skip
         for event in opened:  # a new image may be open: whole view, fresh queue (the canvas resets its tools)
             event.then(view_choices, session, view_picker, api_name=False)
-            event.then(partial(queue_rows, workspace), queue_filter, queue, api_name=False)
-        queue_filter.input(partial(queue_rows, workspace), queue_filter, queue, api_name=False)
-        demo.load(partial(queue_rows, workspace), queue_filter, queue, api_name=False)  # every new browser session
+            event.then(bind(queue_rows, workspace), queue_filter, queue, api_name=False)
+        queue_filter.input(bind(queue_rows, workspace), queue_filter, queue, api_name=False)
+        demo.load(bind(queue_rows, workspace), queue_filter, queue, api_name=False)  # every new browser session
+        demo.load(annotator_field, remembered, name, api_name=False)
+        name.change(lambda typed: typed, name, remembered, api_name=False)  # kept across reloads
         view_picker.input(show_view, [view_picker, session], canvas, api_name="view")
-        export_button.click(partial(export, workspace), [statuses, formats], [archive, export_info], api_name="export")
+        export_button.click(bind(export, workspace), [statuses, formats], [archive, export_info], api_name="export")
     return demo
 
 
