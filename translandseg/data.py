@@ -2,13 +2,17 @@
 
 A data set is a folder with ``image/NAME.EXT`` and ``label/NAME.EXT`` (the Bijie and
 Landslide4Sense layout, and what the annotation store exports); EXT is png, jpg, jpeg, tif
-or tiff, so GeoTIFF chips work too.
+or tiff, so GeoTIFF chips work too. A folder of such sets may hold ``split.csv``
+(``set,name,original,split``): a fixed train/test side for every pair, copies of one original
+image on one side (``read_split``).
 """
 
+import csv
+import hashlib
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -51,6 +55,51 @@ def find_pairs(root: Path) -> List[Pair]:
 
 def find_all_pairs(roots: Iterable[Path]) -> List[Pair]:
     return [pair for root in roots for pair in find_pairs(root)]
+
+
+SPLIT_FILE = "split.csv"
+
+
+def read_split(root: Path, sets: Sequence[str]) -> Tuple[List[Pair], List[Pair]]:
+    """(train, test) pairs of the named ``sets`` under ``root`` (those present), as ``root/split.csv``
+    puts them. Refused, saying which: an original image on both sides (its copies would leak the
+    test side into training), a listed pair that is missing, a pair the file does not list."""
+    root = Path(root)
+    with open(root / SPLIT_FILE, newline="") as file:
+        rows = list(csv.DictReader(file))
+    sides: Dict[str, set] = {}
+    for row in rows:
+        sides.setdefault(row["original"], set()).add(row["split"])
+    straddling = sorted(original for original, seen in sides.items() if len(seen) > 1)
+    if straddling:
+        raise ValueError(f"{root / SPLIT_FILE} puts copies of {len(straddling)} original image(s) on both the train "
+                         f"and the test side ({', '.join(straddling[:5])}); each original must keep to one side")  # fmt: skip
+    train: List[Pair] = []
+    test: List[Pair] = []
+    for name in (n for n in sets if (root / n).is_dir()):
+        pairs = {pair.image.stem: pair for pair in find_pairs(root / name)}
+        listed = {row["name"]: row["split"] for row in rows if row["set"] == name}
+        missing, unlisted = sorted(set(listed) - set(pairs)), sorted(set(pairs) - set(listed))
+        if missing or unlisted:
+            raise ValueError(f"{root / SPLIT_FILE} and {root / name} disagree: "
+                             f"{len(missing)} listed pair(s) missing ({', '.join(missing[:3])}), "
+                             f"{len(unlisted)} pair(s) not listed ({', '.join(unlisted[:3])})")  # fmt: skip
+        for stem, pair in sorted(pairs.items()):
+            (train if listed[stem] == "train" else test).append(pair)
+    return train, test
+
+
+def distinct(pairs: Sequence[Pair]) -> List[Pair]:
+    """``pairs`` without copies of an earlier pair's image: the same pixels, whatever the file's
+    encoding (one set copying another)."""
+    seen, kept = set(), []
+    for pair in pairs:
+        rgb, _ = read_rgb(pair.image)
+        digest = hashlib.sha256(repr(rgb.shape).encode() + rgb.tobytes()).digest()
+        if digest not in seen:
+            seen.add(digest)
+            kept.append(pair)
+    return kept
 
 
 def split_pairs(pairs: Sequence[Pair], val_fraction: float = 0.3, seed: int = 42) -> Tuple[List[Pair], List[Pair]]:
@@ -119,28 +168,34 @@ class LandslideDataset(Dataset):
         return len(self.pairs)
 
     def __getitem__(self, index: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        return self.item(index, self.rng)
+
+    def item(self, index: int, rng: np.random.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Pair ``index``, its random crop and augmentation drawn from ``rng``."""
         rgb, _, label = load_pair(self.pairs[index])
         if self.augment and self.zoom > 1:
-            rgb, label = self._zoomed_in(rgb, label)
+            rgb, label = _zoomed_in(rgb, label, self.zoom, rng)
         image = to_model_input(rgb, self.image_size)
         mask = F.interpolate(torch.from_numpy(label)[None, None].float(), (self.image_size,) * 2, mode="nearest")[0]
-        return self._augmented(image, mask) if self.augment else (image, mask)
+        return _augmented(image, mask, rng) if self.augment else (image, mask)
 
-    def _zoomed_in(self, rgb: np.ndarray, label: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """A random crop of image and label at native resolution, its sides 1 to ``zoom`` times smaller."""
-        factor = self.rng.uniform(1, self.zoom)
-        height, width = (max(1, round(side / factor)) for side in label.shape)
-        top, left = self.rng.integers(label.shape[0] - height + 1), self.rng.integers(label.shape[1] - width + 1)
-        return rgb[top : top + height, left : left + width], label[top : top + height, left : left + width]
 
-    def _augmented(self, image: torch.Tensor, mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        rng = self.rng
-        for axis in (1, 2):
-            if rng.random() < 0.5:
-                image, mask = image.flip(axis), mask.flip(axis)
-        turns = int(rng.integers(4))
-        image, mask = image.rot90(turns, (1, 2)), mask.rot90(turns, (1, 2))
-        brightness, contrast = rng.uniform(0.9, 1.1, size=2)
-        mean = image.mean()
-        image = ((image - mean) * contrast + mean * brightness).clamp(0, 255)
-        return image.contiguous(), mask.contiguous()
+def _zoomed_in(rgb: np.ndarray, label: np.ndarray, zoom: float, rng: np.random.Generator):
+    """A random crop of image and label at native resolution, its sides 1 to ``zoom`` times smaller."""
+    factor = rng.uniform(1, zoom)
+    height, width = (max(1, round(side / factor)) for side in label.shape)
+    top, left = rng.integers(label.shape[0] - height + 1), rng.integers(label.shape[1] - width + 1)
+    return rgb[top : top + height, left : left + width], label[top : top + height, left : left + width]
+
+
+def _augmented(image: torch.Tensor, mask: torch.Tensor, rng: np.random.Generator):
+    """Random flips, quarter turns and a mild brightness/contrast jitter of image and mask."""
+    for axis in (1, 2):
+        if rng.random() < 0.5:
+            image, mask = image.flip(axis), mask.flip(axis)
+    turns = int(rng.integers(4))
+    image, mask = image.rot90(turns, (1, 2)), mask.rot90(turns, (1, 2))
+    brightness, contrast = rng.uniform(0.9, 1.1, size=2)
+    mean = image.mean()
+    image = ((image - mean) * contrast + mean * brightness).clamp(0, 255)
+    return image.contiguous(), mask.contiguous()

@@ -27,7 +27,7 @@ import torch
 
 from ..adapter import AdapterInfo, adapter_storage, load_adapter, round_to_storage, save_adapter
 from ..build import LITE
-from ..data import Pair, find_pairs, split_pairs
+from ..data import Pair, distinct, find_pairs, read_split, split_pairs
 from ..evaluation import evaluate
 from ..interactive.embedding_cache import EmbeddingCache
 from ..interactive.evaluation import click_runs, summarise
@@ -40,6 +40,25 @@ from .trainer import TrainConfig, train
 
 SAMPLE_SETS = ("bijie", "bijie-upscaled", "landslide4sense")
 HELD_OUT_FRACTION, SPLIT_SEED = 0.3, 42
+# The full data's sets (``split.csv``'s sides); ``uav-orthophoto`` is left to a team's own labels.
+FULL_DATA_SETS = ("bijie-full", "bijie", "bijie-upscaled", "bijie-negatives", "landslide4sense-rgb", "landslide4sense")
+
+
+def full_data_split(samples: Path) -> Tuple[List[Pair], List[Pair]]:
+    """(training, test) by ``samples/split.csv`` over ``FULL_DATA_SETS``: the training side without
+    copies (``bijie/`` repeats ``bijie-full/`` pixel for pixel), the test side per set as listed."""
+    training, test = read_split(samples, FULL_DATA_SETS)
+    return distinct(training), test
+
+
+def square_root_weights(pairs: Sequence[Pair]) -> Dict[str, float]:
+    """Each sample set's share of the draws, in proportion to the square root of its size: a small
+    set comes round more often than its share of the images, and a large one still leads."""
+    sizes: Dict[str, int] = {}
+    for pair in pairs:
+        sizes[pair.sample_set] = sizes.get(pair.sample_set, 0) + 1
+    total = sum(size**0.5 for size in sizes.values())
+    return {name: round(size**0.5 / total, 4) for name, size in sorted(sizes.items())}
 
 
 @dataclass

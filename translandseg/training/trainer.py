@@ -4,12 +4,18 @@ As the paper: 0.5 BCE + 0.5 Dice loss, as its public code (``loss``; BCE + IoU, 
 the other choice), AdamW at 2e-4 with a cosine schedule down to 1e-7, the best epoch chosen by
 validation mIoU, or the last epoch kept (``keep_last_epoch``: validation images, if any, then
 only measure; when the schedule was chosen beforehand, every image can train). Beyond
-it: early stopping, a time budget, resuming from the last finished epoch after an interruption,
-and epochs that visit each sample set equally often (``balance_sets``: a small set's images
-come round more than once).
+it: early stopping, a time budget, resuming after an interruption (from the last finished epoch,
+or with ``checkpoint_every`` from the last checkpointed step) to the weights an uninterrupted run
+reaches, and control over what an epoch visits: each pair once, each sample set equally often
+(``balance_sets``: a small set's images come round more than once), or ``epoch_steps`` batches
+drawn from the sample sets in the proportions ``set_weights`` gives (large sets, streamed from
+disk one image at a time).
+
+Every random choice of a step (its images, their augmentation) derives from the seed, the epoch
+and the step's position, so a resumed run draws exactly what the interrupted one would have.
 
 ``out_dir`` receives ``adapter.safetensors`` (the best or kept epoch), ``checkpoint.pt`` (the last
-epoch, for resuming) and ``history.json`` (loss and validation metrics per epoch).
+epoch or step, for resuming) and ``history.json`` (loss and validation metrics per epoch).
 """
 
 import json
@@ -21,7 +27,6 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..adapter import AdapterInfo, save_adapter
@@ -49,11 +54,18 @@ class TrainConfig:
     balance_sets: bool = False  # each sample set (Pair.sample_set) as often per epoch as the largest
     keep_last_epoch: bool = False  # the whole schedule, its last epoch kept: validation images are optional
     zoom: float = 1.0  # random crops' largest zoom-in (LandslideDataset); 1: always the whole image
+    set_weights: Optional[Dict[str, float]] = None  # draw each sample set in these proportions (``epoch_plan``)
+    epoch_steps: Optional[int] = None  # batches an epoch draws with ``set_weights``
+    checkpoint_every: int = 0  # also checkpoint every this many steps within an epoch (0: at its end only)
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {sorted(LOSSES)}, not {self.loss!r}")
         check_zoom(self.zoom)
+        if (self.set_weights is None) != (self.epoch_steps is None):
+            raise ValueError("set_weights and epoch_steps go together: the proportions, and how many batches")
+        if self.set_weights is not None and (self.balance_sets or min(self.set_weights.values()) <= 0):
+            raise ValueError(f"set_weights must be positive, and replace balance_sets, not {self.set_weights!r}")
 
 
 @dataclass
@@ -85,16 +97,20 @@ def train(
     out_dir.mkdir(parents=True, exist_ok=True)
     model = loaded.model
     dataset = LandslideDataset(train_pairs, model.image_size, augment=config.augment, zoom=config.zoom)
-    steps_per_epoch = -(-len(epoch_indices(train_pairs, config.balance_sets)) // config.batch_size)
+    steps_per_epoch = -(-len(epoch_plan(train_pairs, config, 1)) // config.batch_size)
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = cosine_schedule(optimizer, config, config.epochs * steps_per_epoch)
     state = _TrainingState()
     checkpoint = out_dir / CHECKPOINT_FILE
     if checkpoint.exists():
         state = _resume(checkpoint, loaded, config, optimizer, scheduler)
+
+    def save_checkpoint() -> None:
+        _save_checkpoint(checkpoint, loaded, config, optimizer, scheduler, state)
+
     for epoch in range(state.epoch + 1, config.epochs + 1):
-        started = time.monotonic()
-        loss = _train_epoch(model, dataset, optimizer, scheduler, config, epoch, progress)
+        started = time.monotonic() - state.seconds
+        loss = _train_epoch(model, dataset, optimizer, scheduler, config, epoch, state, save_checkpoint, progress)
         metrics = evaluate(Predictor(model, precision=REFERENCE_PRECISION), val_pairs) if val_pairs else {}
         record = {"epoch": epoch, "loss": loss, "seconds": time.monotonic() - started, **metrics}
         state.history.append(record)
@@ -103,8 +119,8 @@ def train(
             info = AdapterInfo(loaded.model_type, loaded.sam_sha256, model.atl.variant.name, model.image_size,
                                training_snapshot, metrics, loaded.clicks_primed)  # fmt: skip
             save_adapter(model, out_dir / ADAPTER_FILE, info, loaded.tuned_prompt_decoder)  # clicks' decoder kept
-        state.epoch = epoch
-        _save_checkpoint(checkpoint, loaded, config, optimizer, scheduler, state)
+        state.epoch, state.step, state.losses, state.seconds = epoch, 0, [], 0.0
+        save_checkpoint()
         (out_dir / HISTORY_FILE).write_text(json.dumps(state.history, indent=1))
         if on_epoch is not None:
             on_epoch(record)
@@ -138,35 +154,65 @@ def epoch_indices(pairs: Sequence[Pair], balance_sets: bool) -> List[int]:
     ``balance_sets`` each sample set's pairs repeated to about the largest set's count."""
     if not balance_sets:
         return list(range(len(pairs)))
-    by_set: Dict[str, List[int]] = {}
-    for index, pair in enumerate(pairs):
-        by_set.setdefault(pair.sample_set, []).append(index)
+    by_set = _members_by_set(pairs)
     largest = max(len(indices) for indices in by_set.values())
     return [i for indices in by_set.values() for i in indices * max(1, round(largest / len(indices)))]
 
 
-def _train_epoch(model, dataset, optimizer, scheduler, config: TrainConfig, epoch: int, progress: bool) -> float:
-    """One pass over the training set; returns the mean loss."""
-    dataset.rng = np.random.default_rng([config.seed, epoch])  # reproducible, also after a resume
-    order = torch.Generator().manual_seed(config.seed * 1000 + epoch)
-    sampler = None
-    if config.balance_sets:
-        indices = epoch_indices(dataset.pairs, True)
-        sampler = [indices[i] for i in torch.randperm(len(indices), generator=order).tolist()]
-    loader = DataLoader(dataset, config.batch_size, shuffle=sampler is None, sampler=sampler, generator=order)
+def epoch_plan(pairs: Sequence[Pair], config: TrainConfig, epoch: int) -> List[int]:
+    """The dataset indices epoch ``epoch`` visits, in order: ``epoch_indices`` shuffled, or with
+    ``set_weights`` ``epoch_steps`` batches, each image's sample set drawn by weight and the image
+    drawn from that set's members."""
+    if config.set_weights is None:
+        indices = epoch_indices(pairs, config.balance_sets)
+        order = torch.randperm(len(indices), generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
+        return [indices[i] for i in order.tolist()]
+    by_set = _members_by_set(pairs)
+    unknown = sorted(set(by_set) - set(config.set_weights))
+    if unknown:
+        raise ValueError(f"set_weights gives no weight to the sample set(s) {', '.join(unknown)}")
+    names = sorted(by_set)
+    weights = np.array([config.set_weights[name] for name in names])
+    rng = np.random.default_rng([config.seed, epoch])
+    chosen = rng.choice(len(names), size=config.epoch_steps * config.batch_size, p=weights / weights.sum())
+    return [int(rng.choice(by_set[names[k]])) for k in chosen]
+
+
+def _members_by_set(pairs: Sequence[Pair]) -> Dict[str, List[int]]:
+    by_set: Dict[str, List[int]] = {}
+    for index, pair in enumerate(pairs):
+        by_set.setdefault(pair.sample_set, []).append(index)
+    return by_set
+
+
+def _train_epoch(model, dataset: LandslideDataset, optimizer, scheduler, config: TrainConfig, epoch: int,
+                 state: "_TrainingState", save_checkpoint: Callable[[], None], progress: bool) -> float:  # fmt: skip
+    """The rest of epoch ``epoch`` from ``state.step``; returns the epoch's mean loss."""
+    plan = epoch_plan(dataset.pairs, config, epoch)
+    batches = [plan[start : start + config.batch_size] for start in range(0, len(plan), config.batch_size)]
+    loss_function = LOSSES[config.loss]
+    started = time.monotonic() - state.seconds
     model.train()
-    losses, loss_function = [], LOSSES[config.loss]
-    with tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", unit="batch", disable=not progress) as bar:
-        for images, masks in bar:
-            loss = loss_function(model(images.to(model.device)), masks.to(model.device))
+    with tqdm(total=len(batches), initial=state.step, desc=f"epoch {epoch}/{config.epochs}", unit="batch",
+              disable=not progress) as bar:  # fmt: skip
+        for step in range(state.step, len(batches)):
+            first = step * config.batch_size
+            items = [dataset.item(index, np.random.default_rng([config.seed, epoch, first + offset]))
+                     for offset, index in enumerate(batches[step])]  # fmt: skip
+            images, masks = (torch.stack(parts).to(model.device) for parts in zip(*items, strict=True))
+            loss = loss_function(model(images), masks)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             scheduler.step()
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{np.mean(losses):.4f}")
+            state.losses.append(loss.item())
+            state.step, state.seconds = step + 1, time.monotonic() - started
+            bar.update()
+            bar.set_postfix(loss=f"{np.mean(state.losses):.4f}")
+            if config.checkpoint_every and state.step % config.checkpoint_every == 0 and state.step < len(batches):
+                save_checkpoint()
     model.eval()
-    return float(np.mean(losses))
+    return float(np.mean(state.losses))
 
 
 @dataclass
@@ -175,9 +221,12 @@ class _TrainingState:
     best_epoch: int = 0
     best_miou: float = -1.0
     history: List[Dict[str, float]] = field(default_factory=list)
+    step: int = 0  # batches done of the epoch after ``epoch`` (a checkpoint within it)
+    losses: List[float] = field(default_factory=list)  # their losses
+    seconds: float = 0.0  # and the time they took
 
 
-RESUMABLE_CHANGES = ("patience", "max_seconds")  # settings a resumed run may change: when to stop
+RESUMABLE_CHANGES = ("patience", "max_seconds", "checkpoint_every")  # settings a resumed run may change: when to stop
 
 
 def _schedule(config: TrainConfig) -> Dict[str, object]:
