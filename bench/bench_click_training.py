@@ -44,7 +44,7 @@ from translandseg.default_model import DEFAULT_ADAPTER
 from translandseg.interactive.embedding_cache import EmbeddingCache
 from translandseg.interactive.evaluation import click_runs, summarise
 from translandseg.interactive.prompting import PointPrompter
-from translandseg.interactive.training import prepare_frames, train_point_decoder
+from translandseg.interactive.training import frame_cache, prepare_frames, train_point_decoder
 from translandseg.loading import load_model
 from translandseg.training.recipe import SPLIT_SEED, DefaultRecipe, automatic_masks, held_out_split
 
@@ -73,7 +73,7 @@ def compare(parts, settings: dict) -> None:
         measured_pairs += measured
         loaded = load_model(LITE, adapter=adapter)
         start = loaded.model.mask_decoder.state_dict()  # the recipe starts the point decoder here
-        prompter = PointPrompter.of(loaded, EmbeddingCache(0))
+        prompter = PointPrompter.of(loaded, frame_cache(Path("runs/embeddings")))
         frames = {}  # (orientations, focus_frames): the fit images' frames
         automatic = functools.cache(automatic_masks(loaded))  # each fit image's automatic mask, predicted once
         cache = EmbeddingCache(256)  # the measured images' click embeddings, shared by every setting

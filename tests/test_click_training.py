@@ -1,5 +1,6 @@
 """The point decoder's click training on a tiny SAM: it trains what it is told to, keeps the rest."""
 
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -9,7 +10,14 @@ import torch
 from translandseg.adapter import AdapterInfo, save_adapter
 from translandseg.interactive.embedding_cache import EmbeddingCache
 from translandseg.interactive.prompting import PointPrompter
-from translandseg.interactive.training import ClickFrame, ClickTrainConfig, frame_windows, train_point_decoder
+from translandseg.interactive.training import (
+    ClickFrame,
+    ClickTrainConfig,
+    frame_key,
+    frame_windows,
+    prepare_frames,
+    train_point_decoder,
+)
 from translandseg.loading import load_model
 
 
@@ -28,8 +36,7 @@ def _frames(prompter, count=4):
         label[top : top + 16, left : left + 16] = True
         rgb = rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)
         rgb[label] = 200
-        embedding = torch.from_numpy(prompter.encode(rgb))
-        frames.append(ClickFrame(embedding, label, np.ones_like(label), np.zeros_like(label)))
+        frames.append(ClickFrame(frame_key(prompter, rgb), rgb, label, np.ones_like(label), np.zeros_like(label)))
     return frames
 
 
@@ -143,3 +150,32 @@ def test_an_adapter_says_whether_its_point_decoder_is_primed(tiny_sam_checkpoint
     assert PointPrompter.of(again, EmbeddingCache(0)).primed == with_decoder
     plain = save_adapter(loaded.model, tmp_path / "b.safetensors", replace(info, clicks_primed=False), loaded.prompt_decoder)
     assert not load_model("tiny", tiny_sam_checkpoint, adapter=plain).clicks_primed
+
+
+def test_training_frames_are_embedded_once_to_disk_in_float16_keyed_by_pixels_and_base(
+        tiny_sam_checkpoint, tmp_path):  # fmt: skip
+    from conftest import write_pairs
+    from translandseg.data import find_pairs
+
+    pairs = find_pairs(write_pairs(tmp_path / "d", 2))
+    folder = tmp_path / "embeddings"
+
+    def prepared(image_size):
+        loaded = load_model("tiny", tiny_sam_checkpoint, image_size=image_size)
+        prompter = PointPrompter.of(loaded, EmbeddingCache(0, folder, math.inf, disk_dtype="float16"))
+        config = ClickTrainConfig(orientations=2, focus_frames=False)
+        frames = prepare_frames(prompter, pairs, lambda pair: np.zeros((48, 48), bool), config, progress=False)
+        return prompter, frames
+
+    prompter, frames = prepared(64)
+    assert len(frames) == 4 and prompter.cache.misses == 4 and len(list(folder.glob("*.float16.npy"))) == 4
+    stored = np.load(next(folder.glob("*.npy")))
+    assert stored.dtype == np.float16
+    again, _ = prepared(64)  # a second run reads every frame from disk
+    assert again.cache.misses == 0
+    exact = prompter.encode(frames[0].rgb)
+    np.testing.assert_allclose(prompter.embedding(frames[0].key, lambda: None), exact, rtol=1e-3, atol=1e-3)
+    other, _ = prepared(32)  # another encoder input: nothing stale is reused
+    assert other.cache.misses == 4 and len(list(folder.glob("*.npy"))) == 8
+    lossless = EmbeddingCache(0, folder)  # a float32 cache in the same folder never reads float16 files
+    assert frames[0].key not in lossless and frames[0].key in prompter.cache

@@ -3,11 +3,14 @@
 Encoding an image is the slow step (about 25 s for SAM vit_b at 1024² on two CPU cores), so
 each embedding is computed once: a key names the image bytes, the encoder and the window, a
 second request for a key being computed waits for that computation, and finished embeddings
-are kept in memory and, when a folder is given, in lossless ``.npy`` files across restarts.
+are kept in memory and, when a folder is given, in ``.npy`` files across restarts: lossless
+float32 by default, or float16 at half the disk (``disk_dtype``: the training cache of many
+thousand frames) in files of their own name, so neither kind is ever read as the other.
 """
 
 import hashlib
 import logging
+import math
 import os
 import threading
 from collections import OrderedDict
@@ -34,12 +37,20 @@ class EmbeddingKey:
         return hashlib.sha256(text.encode()).hexdigest()[:40] + ".npy"
 
 
+DISK_DTYPES = ("float32", "float16")
+
+
 class EmbeddingCache:
-    def __init__(self, memory_mb: float = 512, folder: Optional[Path] = None, disk_mb: float = 4096) -> None:
-        """Keep up to ``memory_mb`` of embeddings in memory and ``disk_mb`` in ``folder``."""
+    def __init__(self, memory_mb: float = 512, folder: Optional[Path] = None, disk_mb: float = 4096,
+                 disk_dtype: str = "float32") -> None:  # fmt: skip
+        """Keep up to ``memory_mb`` of embeddings in memory and ``disk_mb`` (``math.inf``: all) in
+        ``folder``, stored as ``disk_dtype`` ("float32" or "float16")."""
+        if disk_dtype not in DISK_DTYPES:
+            raise ValueError(f"disk_dtype must be one of {', '.join(DISK_DTYPES)}, not {disk_dtype!r}")
         self.memory_bytes = int(memory_mb * 2**20)
         self.folder = Path(folder) if folder is not None else None
-        self.disk_bytes = int(disk_mb * 2**20)
+        self.disk_bytes = disk_mb * 2**20
+        self.disk_dtype = disk_dtype
         self._memory: "OrderedDict[EmbeddingKey, np.ndarray]" = OrderedDict()
         self._pending: Dict[EmbeddingKey, Future] = {}
         self._lock = threading.Lock()
@@ -92,7 +103,7 @@ class EmbeddingCache:
     def __contains__(self, key: EmbeddingKey) -> bool:
         with self._lock:
             in_memory = key in self._memory
-        return in_memory or (self.folder is not None and (self.folder / key.file_name).is_file())
+        return in_memory or (self.folder is not None and self._path(key).is_file())
 
     @property
     def memory_used(self) -> int:
@@ -109,9 +120,9 @@ class EmbeddingCache:
     def _from_disk(self, key: EmbeddingKey) -> Optional[np.ndarray]:
         if self.folder is None:
             return None
-        path = self.folder / key.file_name
+        path = self._path(key)
         try:
-            embedding = np.load(path, allow_pickle=False)
+            embedding = np.load(path, allow_pickle=False).astype(np.float32, copy=False)
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as error:  # a damaged file is recomputed, never trusted
@@ -123,16 +134,21 @@ class EmbeddingCache:
     def _to_disk(self, key: EmbeddingKey, embedding: np.ndarray) -> None:
         if self.folder is None:
             return
-        path = self.folder / key.file_name
+        path = self._path(key)
         partial = path.with_name(f"{path.stem}.{os.getpid()}.{threading.get_ident()}.part")
         try:
             with open(partial, "wb") as out:
-                np.save(out, embedding, allow_pickle=False)
+                np.save(out, embedding.astype(self.disk_dtype, copy=False), allow_pickle=False)
             os.replace(partial, path)
-            self._trim_disk()
+            if self.disk_bytes < math.inf:  # an unbounded cache (training's) never lists its files
+                self._trim_disk()
         except OSError as error:  # a full or read-only disk costs speed, not correctness
             partial.unlink(missing_ok=True)
             log.warning("could not cache an embedding in %s: %s", self.folder, error)
+
+    def _path(self, key: EmbeddingKey) -> Path:
+        name = key.file_name
+        return self.folder / (name if self.disk_dtype == "float32" else name.replace(".npy", f".{self.disk_dtype}.npy"))
 
     def _trim_disk(self) -> None:
         files = sorted(self.folder.glob("*.npy"), key=lambda p: p.stat().st_mtime)

@@ -17,7 +17,10 @@ one decoder is trained per seed from the same start and their weights are averag
 soup"); both measured in bench/README.md.
 """
 
+import hashlib
+import math
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -27,6 +30,7 @@ from tqdm import tqdm
 
 from ..data import Pair, load_pair
 from ..training.losses import bce_iou_loss
+from .embedding_cache import EmbeddingCache, EmbeddingKey
 from .prompting import PointPrompter, SamPrompt
 from .refinement import PointClick, focus_window, merged, plan
 from .simulation import check_placement, next_click
@@ -63,10 +67,27 @@ class ClickTrainConfig:
 
 @dataclass
 class ClickFrame:
-    embedding: torch.Tensor  # (C, G, G)
+    """A window of a labelled image in one orientation. Its plain-encoder embedding lives in the
+    prompter's cache under ``key`` (on disk for many frames), encoded again from ``rgb`` if dropped."""
+
+    key: EmbeddingKey
+    rgb: np.ndarray  # uint8 (H, W, 3)
     label: np.ndarray  # bool (H, W)
     valid: np.ndarray  # bool (H, W)
     automatic: np.ndarray  # bool (H, W): the automatic model's mask
+
+
+def frame_cache(folder: Path, memory_mb: float = 1024) -> EmbeddingCache:
+    """Where training frames' embeddings are kept: every one in ``folder`` as float16 (2 MiB a
+    frame for LiteMedSAM), the latest ``memory_mb`` in memory. Runs on the same images reuse it."""
+    return EmbeddingCache(memory_mb, folder, math.inf, disk_dtype="float16")
+
+
+def frame_key(prompter: PointPrompter, rgb: np.ndarray) -> EmbeddingKey:
+    """The cache key of a frame's embedding: its pixels and the prompter's encoder, so another
+    base model or input size never reads a stale file."""
+    digest = hashlib.sha256(repr(rgb.shape).encode() + np.ascontiguousarray(rgb).tobytes()).hexdigest()
+    return prompter.key(digest, (0, 0, rgb.shape[1], rgb.shape[0]), "training frame")
 
 
 def orientations(*arrays: np.ndarray, count: int = 8) -> Iterator[Tuple[np.ndarray, ...]]:
@@ -90,7 +111,8 @@ def frame_windows(label: np.ndarray, min_side: int, focus: bool = True) -> List[
 
 def prepare_frames(prompter: PointPrompter, pairs: Sequence[Pair], automatic: Callable[[Pair], np.ndarray],
                    config: ClickTrainConfig, progress: bool = True) -> List[ClickFrame]:  # fmt: skip
-    """Frames of every pair with a landslide: ``automatic(pair)`` gives the automatic mask."""
+    """Frames of every pair with a landslide, each embedded once into ``prompter.cache``:
+    ``automatic(pair)`` gives the automatic mask."""
     frames = []
     for pair in tqdm(pairs, desc="embedding training frames", disable=not progress):
         rgb, valid, label = load_pair(pair)
@@ -101,8 +123,15 @@ def prepare_frames(prompter: PointPrompter, pairs: Sequence[Pair], automatic: Ca
             part = (slice(row, row + height), slice(col, col + width))
             for image, *masks in orientations(rgb[part], label[part], valid[part], auto[part],
                                               count=config.orientations):  # fmt: skip
-                frames.append(ClickFrame(torch.from_numpy(prompter.encode(image)), *masks))
+                frame = ClickFrame(frame_key(prompter, image), image, *masks)
+                embedding_of(prompter, frame)
+                frames.append(frame)
     return frames
+
+
+def embedding_of(prompter: PointPrompter, frame: ClickFrame) -> torch.Tensor:
+    """The frame's plain-encoder embedding (C, G, G), from the prompter's cache."""
+    return torch.from_numpy(prompter.embedding(frame.key, lambda: frame.rgb))
 
 
 def train_point_decoder(prompter: PointPrompter, frames: Sequence[ClickFrame], config: Optional[ClickTrainConfig] = None,
@@ -199,6 +228,7 @@ def play(prompter: PointPrompter, frame: ClickFrame, config: ClickTrainConfig, r
     start_automatic = rng.random() < config.automatic_share
     mask = frame.automatic.copy() if start_automatic else np.zeros_like(frame.label)
     target = _padded_target(prompter, frame.label)
+    embedding = embedding_of(prompter, frame)
     side = max(frame.label.shape)  # the frame is the window: the engine's plan, held to it
     clicks: List[PointClick] = []
     losses = []
@@ -209,7 +239,7 @@ def play(prompter: PointPrompter, frame: ClickFrame, config: ClickTrainConfig, r
         click = PointClick(simulated.x, simulated.y, simulated.positive)
         refinement = plan(mask, clicks, click, side, side)
         prompt = prompter.refinement_prompt(mask, refinement, click, frame.valid)
-        low_res, _ = prompter.logits(frame.embedding, mask.shape, prompt)
+        low_res, _ = prompter.logits(embedding, mask.shape, prompt)
         size = prompter.model.image_size
         logits = F.interpolate(low_res, (size, size), mode="bilinear", align_corners=False)
         loss = bce_iou_loss(logits, target) + config.click_weight * _click_loss(prompter, logits, prompt, mask.shape)

@@ -32,7 +32,7 @@ from ..evaluation import evaluate
 from ..interactive.embedding_cache import EmbeddingCache
 from ..interactive.evaluation import click_runs, summarise
 from ..interactive.prompting import PointPrompter
-from ..interactive.training import ClickTrainConfig, prepare_frames, train_point_decoder
+from ..interactive.training import ClickTrainConfig, frame_cache, prepare_frames, train_point_decoder
 from ..loading import LoadedModel, load_model
 from ..predict import REFERENCE_PRECISION, Predictor
 from ..raster import RasterImage
@@ -127,7 +127,7 @@ def train_default(samples: Path, out: Path, work_dir: Path, recipe: Optional[Def
         load_adapter(loaded.model, result.adapter_path, LITE, loaded.sam_sha256)  # the kept epoch
         automatic_history = result.history
     loaded.prompt_decoder.load_state_dict(loaded.model.mask_decoder.state_dict())
-    prompter = PointPrompter.of(loaded, EmbeddingCache(0))
+    prompter = PointPrompter.of(loaded, frame_cache(Path(work_dir) / "embeddings"))
     frames = prepare_frames(prompter, training, automatic_masks(loaded), recipe.clicks, progress)
     click_history = train_point_decoder(prompter, frames, recipe.clicks, progress)
     loaded.clicks_primed = prompter.primed  # measured and saved as trained
