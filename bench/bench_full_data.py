@@ -6,11 +6,15 @@ seeded subset of ``--images`` of it for a learning curve (each set keeps its sha
 the images from disk and drawing the sets by ``square_root_weights``; it checkpoints every 100
 steps and resumes when run again with the same settings. ``measure`` gives, for each adapter,
 landslide IoU / F1 / mIoU per test set and pooled over the sets with landslides, and on the
-landslide-free test images the share of pixels marked and of images with any mark.
+landslide-free test images the share of pixels marked and of images with any mark. ``clicks``
+simulates analysts (``interactive.evaluation``) on a seeded ``--per-set`` of each test set with
+landslides, from the automatic mask and from empty: NoC@85/90 (20-click cap), IoU after k clicks
+and the share of harmful clicks, per set.
 
     python bench/bench_full_data.py SAMPLES train [--images 200] [--epochs 4] [--epoch-steps 1000]
         [--out runs/full-data]
     python bench/bench_full_data.py SAMPLES measure ADAPTER [ADAPTER ...] [--precision float32]
+    python bench/bench_full_data.py SAMPLES clicks ADAPTER [ADAPTER ...] [--per-set 30]
 """
 
 import argparse
@@ -24,6 +28,8 @@ import torch
 from translandseg.build import LITE
 from translandseg.data import Pair
 from translandseg.evaluation import confusion
+from translandseg.interactive.embedding_cache import EmbeddingCache
+from translandseg.interactive.evaluation import click_runs, summarise
 from translandseg.loading import load_model
 from translandseg.metrics import ConfusionMatrix
 from translandseg.predict import PRECISIONS, REFERENCE_PRECISION, Predictor
@@ -80,6 +86,29 @@ def measure(samples: Path, adapter: Path, precision: str) -> Dict[str, float]:
     return row
 
 
+def click_figures(samples: Path, adapter: Path, per_set: int) -> Dict[str, Dict[str, float]]:
+    """Per test set with landslides and start: NoC@85/90, IoU after k clicks, harmful clicks."""
+    _, test = full_data_split(samples)
+    loaded = load_model(LITE, adapter=adapter)
+    figures = {}
+    for name in sorted({pair.sample_set for pair in test} - {LANDSLIDE_FREE}):
+        members = [pair for pair in test if pair.sample_set == name]
+        random.Random(SPLIT_SEED).shuffle(members)
+        cache = EmbeddingCache(512)  # each window encoded once for both starts
+        for start in ("automatic", "empty"):
+            runs = click_runs(loaded, members[:per_set], start, progress=True, cache=cache)
+            figures[f"{name} ({len(runs)}), from {start}"] = summarise(runs)
+    return figures
+
+
+def print_table(rows: Dict[str, Dict[str, float]]) -> None:
+    keys = list(next(iter(rows.values())))
+    print("| | " + " | ".join(keys) + " |")
+    print("| --- " * (len(keys) + 1) + "|")
+    for name, row in rows.items():
+        print(f"| {name} | " + " | ".join(f"{row.get(k, float('nan')):.3f}" for k in keys) + " |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("samples", type=Path)
@@ -92,16 +121,18 @@ def main() -> None:
     measuring = commands.add_parser("measure")
     measuring.add_argument("adapters", type=Path, nargs="+")
     measuring.add_argument("--precision", choices=PRECISIONS, default=REFERENCE_PRECISION)
+    clicking = commands.add_parser("clicks")
+    clicking.add_argument("adapters", type=Path, nargs="+")
+    clicking.add_argument("--per-set", type=int, default=30, help="test images of each set, a seeded choice")
     args = parser.parse_args()
     if args.command == "train":
         train_stage_one(args.samples, args)
-        return
-    rows = {str(adapter): measure(args.samples, adapter, args.precision) for adapter in args.adapters}
-    keys = list(next(iter(rows.values())))
-    print("| adapter | " + " | ".join(keys) + " |")
-    print("| --- " * (len(keys) + 1) + "|")
-    for adapter, row in rows.items():
-        print(f"| `{adapter}` | " + " | ".join(f"{row.get(k, float('nan')):.3f}" for k in keys) + " |")
+    elif args.command == "measure":
+        print_table({f"`{a}`": measure(args.samples, a, args.precision) for a in args.adapters})
+    else:
+        for adapter in args.adapters:
+            print(f"`{adapter}`")
+            print_table(click_figures(args.samples, adapter, args.per_set))
 
 
 if __name__ == "__main__":

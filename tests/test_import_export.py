@@ -10,7 +10,7 @@ from pycocotools import mask as coco_mask
 from rasterio.transform import from_origin
 
 from annotations.exporting import coco_rle, export_training_set, safe_name
-from annotations.importing import import_images, import_pairs
+from annotations.importing import Imported, import_images, import_pairs
 from annotations.store import AnnotationStore, Prompt
 from conftest import write_geotiff
 from translandseg.data import find_pairs
@@ -18,8 +18,8 @@ from translandseg.data import find_pairs
 
 def test_real_samples_round_trip_identically(samples, tmp_path):
     with AnnotationStore(tmp_path / "labels.db") as store:
-        assert import_pairs(store, samples / "bijie") == 14
-        assert import_pairs(store, samples / "bijie") == 0  # idempotent
+        assert import_pairs(store, samples / "bijie") == Imported(14, 0)
+        assert import_pairs(store, samples / "bijie") == Imported(0, 0)  # idempotent
         assert store.counts_by_status()["accepted"] == 14
         out = export_training_set(store, tmp_path / "export", formats=("png", "coco"))
     manifest = {row["image"]: row for row in csv.DictReader(open(out / "manifest.csv"))}
@@ -100,3 +100,30 @@ def test_names_are_sanitised():
 def test_nothing_to_export_is_a_clear_error(tmp_path):
     with AnnotationStore(tmp_path / "labels.db") as store, pytest.raises(ValueError, match="nothing to export"):
         export_training_set(store, tmp_path / "out")
+
+
+def test_import_never_overwrites_a_review_unless_asked(tmp_path):
+    """Issue 31.8: a reviewer's rejection survives a later import, which says what it skipped."""
+    from conftest import write_pairs
+    from translandseg.cli import main
+
+    pairs = write_pairs(tmp_path / "pairs", 2)
+    db = tmp_path / "labels.db"
+    with AnnotationStore(db) as store:
+        import_pairs(store, pairs)
+        first = store.latest_annotation(store.queue()[0]["id"])
+        store.review(first.id, "rejected", "rev", "a road cut")
+    label = pairs / "label" / "s0.png"
+    Image.fromarray(255 - np.array(Image.open(label))).save(label)  # a new label for the rejected image
+    (pairs / "label" / "s1.png").unlink()  # and none for the other: it is not imported again
+    (pairs / "image" / "s1.png").unlink()
+    with AnnotationStore(db) as store:
+        assert import_pairs(store, pairs) == Imported(0, 1)
+        kept = store.latest_annotation(first.image_id)
+        assert (kept.id, kept.status, kept.reviewer) == (first.id, "rejected", "rev")
+    assert main(["import", str(pairs), "--db", str(db)]) in (0, None)
+    with AnnotationStore(db) as store:
+        assert store.latest_annotation(first.image_id).status == "rejected"
+        assert import_pairs(store, pairs, replace=True) == Imported(1, 0)
+        replaced = store.latest_annotation(first.image_id)
+        assert (replaced.status, replaced.source) == ("accepted", "imported")

@@ -128,6 +128,8 @@ def _store_commands(commands) -> None:
                           help="folders with image/ and label/ (imported as accepted labels), or image files")
     importer.add_argument("--db", type=Path, required=True, help="the SQLite label store (created if absent)")
     importer.add_argument("--by", default="import", help="name recorded as annotator and reviewer")
+    importer.add_argument("--replace", action="store_true",
+                          help="import over labels already in the store (kept and counted as skipped otherwise)")
     importer.set_defaults(run=_import)
 
     exporter = commands.add_parser("export", help="export labels as a training set",
@@ -317,7 +319,10 @@ def _import(args) -> None:
     with AnnotationStore(args.db) as store:
         for path in args.folders:
             if path.is_dir():
-                print(f"{path}: {import_pairs(store, path, args.by, progress=True)} new labels")
+                imported = import_pairs(store, path, args.by, args.replace, progress=True)
+                print(f"{path}: {imported.added} new labels" + (
+                    f"; {imported.skipped} image(s) skipped: the store holds another label for them "
+                    "(an analyst's or reviewer's; --replace imports over it)" if imported.skipped else ""))
             else:
                 print(f"{path}: {import_images(store, [path], args.by)} image")
 
