@@ -112,8 +112,9 @@ class Workspace:
         start = order.index(after) + 1 if after in order else 0
         return min(ids, key=lambda i: (order.index(i) - start) % len(order))
 
-    def keep_upload(self, path: Path) -> Tuple[Path, str]:
-        """Check an uploaded file's size and copy it to the images folder; returns (path, SHA-256)."""
+    def keep_upload(self, path: Path) -> Tuple[Path, str, bool]:
+        """Check an uploaded file's size and copy it to the images folder; returns (path, SHA-256,
+        whether the copy is new)."""
         path = Path(path)
         size = path.stat().st_size if path.is_file() else 0
         if size > self.limits.max_bytes:
@@ -121,20 +122,25 @@ class Workspace:
                                  f"({self.limits.max_bytes / 2**20:.0f} MB)")  # fmt: skip
         digest = sha256_of(path) if size else ""
         kept = self.images_dir / f"{digest}{path.suffix.lower()}"
-        if size and not kept.is_file():
+        new = bool(size) and not kept.is_file()
+        if new:
             partial = kept.with_suffix(kept.suffix + ".part")
             shutil.copyfile(path, partial)
             partial.replace(kept)
-        return (kept if size else path), digest
+        return (kept if size else path), digest, new
 
-    def add_upload(self, path: Path, name: str, added_by: str = "") -> str:
-        """Check an uploaded image and register it in the store; returns its id. Refusals name the
-        file as the analyst named it, never the server's copy."""
-        kept, _ = self.keep_upload(Path(path))
+    def add_upload(self, path: Path, name: str, added_by: str = "") -> Tuple[str, bool]:
+        """Check an uploaded image and register it in the store; returns its id and whether the
+        store knew it already. Refusals name the file as the analyst named it, never the server's
+        copy, and leave no copy behind."""
+        kept, digest, new_copy = self.keep_upload(Path(path))
         try:
             with self.store() as store:
-                return store.add_image(kept, added_by=added_by, name=name, max_pixels=self.limits.max_pixels)
+                known = store.db.execute("select 1 from images where id = ?", [digest]).fetchone() is not None
+                return store.add_image(kept, added_by=added_by, name=name, max_pixels=self.limits.max_pixels), known
         except ImageReadError as error:
+            if new_copy:
+                kept.unlink(missing_ok=True)
             raise ImageReadError(str(error).replace(str(kept), name).replace(kept.name, name)) from error
 
     def image_name(self, image_id: str) -> str:
@@ -329,13 +335,7 @@ def _fingerprint(correction: CorrectionSession) -> bytes:
 
 
 def _open_checked(path: Path, bands, percentiles, limits: Limits) -> RasterImage:
-    image = RasterImage(path, bands, percentiles)
-    try:
-        image.check_size(limits.max_pixels)
-    except ImageReadError:
-        image.close()
-        raise
-    return image
+    return RasterImage(path, bands, percentiles, limits.max_pixels)
 
 
 def _automatic_mask(workspace: Workspace, image_id: str, image: RasterImage):

@@ -186,9 +186,7 @@ class AnnotationStore:
         """Register an image file (idempotent: the id is its SHA-256); returns the id.
         Images of more than ``max_pixels`` pixels are refused."""
         path = Path(path)
-        with RasterImage(path, bands=(1, 1, 1)) as image:
-            if max_pixels is not None:
-                image.check_size(max_pixels)
+        with RasterImage(path, bands=(1, 1, 1), max_pixels=max_pixels) as image:
             data = path.read_bytes() if path.stat().st_size <= MAX_STORED_BYTES else None
             image_id = hashlib.sha256(data).hexdigest() if data is not None else sha256_of(path)
             record = {

@@ -57,7 +57,7 @@ def test_upload_shows_the_automatic_mask_and_queues_every_image(workspace, scene
     session, shown, info = webapp.upload(workspace, [str(s) for s in scenes], "ana", "", STRETCH, None)
     assert (shown["width"], shown["height"]) == (90, 80) and shown["backdrop"].startswith("data:image/png;base64,")
     assert decode(shown["mask_fill"])[..., 3].astype(bool).tolist() == session.mask.tolist()
-    assert "Automatic mask by adapter-" in info and "1 more image" in info
+    assert "Automatic mask by adapter-" in info and "2 new image(s) added to the queue." in info
     queue = webapp.queue_rows(workspace)
     assert [row[:2] for row in queue] == [["scene0.tif", "unlabelled"], ["scene1.tif", "unlabelled"]]
     with AnnotationStore(workspace.db_path) as store:
@@ -160,6 +160,20 @@ def test_export_tab_offers_a_zip(workspace, scenes):
     assert any(n.endswith("landslides.geojson") for n in names) and any("/label/" in n for n in names)
 
 
+def huge_png(path):
+    """A PNG whose header claims 20000x20000 pixels (more than Pillow decodes): a few bytes on disk."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 99))
+                     + chunk(b"IEND", b""))  # fmt: skip
+    return path
+
+
 def test_bad_uploads_get_clear_messages_and_lose_nothing(workspace, scenes, tmp_path, adapter, tiny_sam_checkpoint):
     session, *_ = webapp.upload(workspace, [str(scenes[0])], "ana", "", STRETCH, None)
     webapp.save(workspace, "accepted", "ana", "", session)
@@ -175,6 +189,12 @@ def test_bad_uploads_get_clear_messages_and_lose_nothing(workspace, scenes, tmp_
     assert "2-band raster has no default RGB rendering" in info
     _, _, info = webapp.upload(workspace, [str(two_bands)], "ana", "1,2,2", STRETCH, session)
     assert "**two.tif**" in info  # opens once bands are chosen
+    _, _, info = webapp.upload(workspace, [str(huge_png(tmp_path / "huge.png"))], "ana", "", STRETCH, session)
+    assert "huge.png has 20000x20000 pixels, more than 100,000,000; cut it into smaller GeoTIFFs" in info
+    assert "decompression bomb" not in info  # the app's own limit, before any decoding
+    assert len(list(workspace.images_dir.iterdir())) == 2  # the scene and the 2-band raster: no refused file kept
+    _, _, info = webapp.upload(workspace, [str(scenes[0])], "ana", "", STRETCH, session)
+    assert "It was in the queue already." in info
     small = webapp.open_workspace(app_args(tmp_path, adapter, tiny_sam_checkpoint, "--max-pixels", "1000"))
     _, _, info = webapp.upload(small, [str(scenes[1])], "ana", "", STRETCH, None)
     assert "more than 1,000; cut it into smaller GeoTIFFs" in info

@@ -156,7 +156,7 @@ def test_browser_queue_opens_images_reasons_clear_and_uploads_do_not_repeat(serv
             page.goto(url)
             page.locator("#annotator textarea, #annotator input").first.fill("queue-user")
             page.locator("#upload input[type=file]").set_input_files([str(first), str(second)])
-            info.get_by_text("1 more image(s) added to the queue").wait_for(timeout=60_000)
+            info.get_by_text("2 new image(s) added to the queue").wait_for(timeout=60_000)
             page.locator("#upload").get_by_text("queue-second.tif").wait_for(state="detached", timeout=30_000)
             page.locator("#queue span.text", has_text="queue-second.tif").first.click()  # the queue opens it
             info.get_by_text("queue-second.tif: 120x90 px").wait_for(timeout=60_000)

@@ -61,9 +61,11 @@ class RasterImage:
     """An open image: size, georeferencing, and windowed reads of RGB + validity."""
 
     def __init__(self, path: Path, bands: Optional[Sequence[int]] = None,
-                 percentiles: Tuple[float, float] = STRETCH_PERCENTILES) -> None:  # fmt: skip
+                 percentiles: Tuple[float, float] = STRETCH_PERCENTILES,
+                 max_pixels: Optional[int] = None) -> None:  # fmt: skip
+        """Open ``path``; an image of more than ``max_pixels`` pixels is refused before any decoding."""
         self.path = Path(path)
-        self._dataset = _open(self.path)
+        self._dataset = _open(self.path, max_pixels)
         try:
             self.bands = self._check_bands(bands)
             self.percentiles = _check_percentiles(percentiles)
@@ -125,8 +127,7 @@ class RasterImage:
     def check_size(self, max_pixels: int, advice: str = "cut it into smaller GeoTIFFs") -> None:
         """Refuse an image of more than ``max_pixels`` pixels, saying what to do instead."""
         if self.width * self.height > max_pixels:
-            raise ImageReadError(f"{self.path.name} has {self.width}x{self.height} pixels, more than "
-                                 f"{max_pixels:,}; {advice}")  # fmt: skip
+            raise _too_large(self.path, self.width, self.height, max_pixels, advice)
 
     def quicklook(self, max_side: int) -> Tuple[np.ndarray, np.ndarray]:
         """The whole image decimated so that its longer side is at most ``max_side``."""
@@ -178,7 +179,12 @@ def _check_percentiles(percentiles: Sequence[float]) -> Tuple[float, float]:
     return low, high
 
 
-def _open(path: Path):
+def _too_large(path: Path, width: int, height: int, max_pixels: int,
+               advice: str = "cut it into smaller GeoTIFFs") -> ImageReadError:  # fmt: skip
+    return ImageReadError(f"{path.name} has {width}x{height} pixels, more than {max_pixels:,}; {advice}")
+
+
+def _open(path: Path, max_pixels: Optional[int] = None):
     if not path.is_file():
         raise ImageReadError(f"{path}: no such file")
     if path.stat().st_size == 0:
@@ -193,6 +199,9 @@ def _open(path: Path):
     if dataset.width == 0 or dataset.height == 0:
         dataset.close()
         raise ImageReadError(f"{path.name} has no pixels")
+    if max_pixels is not None and dataset.width * dataset.height > max_pixels:
+        dataset.close()
+        raise _too_large(path, dataset.width, dataset.height, max_pixels)
     if dataset.driver in PILLOW_CHECKED_DRIVERS:
         _check_decodes(path, dataset)
     return dataset
@@ -203,7 +212,11 @@ def _check_decodes(path: Path, dataset) -> None:
     try:
         with Image.open(path) as image:
             image.load()
-    except (OSError, Image.DecompressionBombError) as error:
+    except Image.DecompressionBombError:
+        dataset.close()
+        raise _too_large(path, dataset.width, dataset.height, 2 * Image.MAX_IMAGE_PIXELS,
+                         "too many to decode as PNG or JPEG; save it as a GeoTIFF") from None  # fmt: skip
+    except OSError as error:
         dataset.close()
         raise ImageReadError(f"{path.name}: corrupt or truncated image data ({error})") from error
 

@@ -176,7 +176,6 @@ def upload(workspace: Workspace, files, name: str, bands: str, stretch: str,
     files = [files] if isinstance(files, (str, Path)) else list(files or [])
     if not files:
         return session, *_view(session, "Choose one or more images to upload.")
-    known = {row["id"] for row in workspace.queue()}
     messages, added = [], []
     for path in files:
         uploaded = Path(path).name  # Gradio keeps the name the analyst's file had
@@ -186,10 +185,18 @@ def upload(workspace: Workspace, files, name: str, bands: str, stretch: str,
             messages.append(problem(str(error) if str(error).startswith(uploaded) else f"{uploaded}: {error}"))
     picture = gr.skip()
     if added:
-        first = next((i for i in added if i not in known), added[0])
+        first = next((image_id for image_id, known in added if not known), added[0][0])
         session, picture, opened = _open_stored(workspace, first, bands, stretch, session)
-        messages.insert(0, opened + (f" {len(added) - 1} more image(s) added to the queue." if len(added) > 1 else ""))
+        messages.insert(0, opened + _upload_counts([known for _, known in added]))
     return session, picture, "\n\n".join(messages)
+
+
+def _upload_counts(known: List[bool]) -> str:
+    """How many uploads were new to the queue and how many it held already."""
+    old = sum(known)
+    if len(known) == 1:
+        return " It was in the queue already." if old else ""
+    return f" {len(known) - old} new image(s) added to the queue" + (f", {old} already in it." if old else ".")
 
 
 def open_example(workspace: Workspace, name: str, bands: str, stretch: str,
