@@ -319,6 +319,11 @@ class LabelingSession:
         self.reviewed = review
         return annotation_id
 
+    def latest_review(self) -> Optional[Dict]:
+        """The image's newest review in the store (``AnnotationStore.latest_review``), or None."""
+        with self.workspace.store() as store:
+            return store.latest_review(self.image_id)
+
     def close(self) -> None:
         self.image.close()
 

@@ -350,13 +350,21 @@ class AnnotationStore:
 
     def queue(self) -> List[Dict]:
         """Every image in the order added, with the review status of its latest annotation
-        ("pending" when unreviewed or not yet labelled) and who labelled it."""
+        ("pending" when unreviewed or not yet labelled), who labelled it, and who reviewed it
+        (``reviewer``), why (``reason``) and when (``reviewed_at``)."""
         query = f"""
             select i.id, i.name, i.width, i.height, coalesce(l.status, 'pending') as status, l.annotator,
-                   l.id is not null as labelled
+                   l.id is not null as labelled, l.reviewer, l.reason, l.reviewed_at
             from images i left join ({_LATEST_SQL.format(where='')}) l on l.image_id = i.id
             order by i.added_at, i.id"""
         return list(self.db.query(query))
+
+    def latest_review(self, image_id: str) -> Optional[Dict]:
+        """The image's newest review, of whichever of its labels: status, reviewer, reason,
+        created_at and annotation_id; None when it was never reviewed."""
+        rows = self.db.query("""select r.* from reviews r join annotations a on a.id = r.annotation_id
+                                where a.image_id = ? order by r.id desc limit 1""", [image_id])  # fmt: skip
+        return next(iter(rows), None)
 
     # models --------------------------------------------------------------------------------
 
@@ -384,7 +392,7 @@ class AnnotationStore:
 
 
 _LATEST_SQL = """
-select a.*, r.status, r.reviewer, p.model_version
+select a.*, r.status, r.reviewer, r.reason, r.created_at as reviewed_at, p.model_version
 from annotations a
 left join reviews r on r.id = (select max(id) from reviews where annotation_id = a.id)
 left join predictions p on p.id = a.parent_prediction_id

@@ -482,3 +482,17 @@ def test_saves_and_edits_never_share_a_queue_slot_with_model_work(workspace):
     for name in ("save", "accepted", "needs-work", "rejected"):
         assert groups[name] == ("store", 8)
     assert groups["gesture"] == groups["undo"] == ("edits", 4)
+
+
+def test_the_latest_review_is_shown_beside_the_canvas_and_in_the_queue(workspace, scenes):
+    """Issue 31.5: whoever reopens a rejected image reads who rejected it, when and why."""
+    session, *_ = webapp.upload(workspace, [str(scenes[0])], "ana", "", STRETCH, None)
+    assert webapp.review_note(session) == "Not reviewed yet."
+    info, _ = webapp.save(workspace, "rejected", "rev", "Road cut, not a landslide", session)
+    assert "rejected" in info
+    row = webapp.queue_rows(workspace)[0]
+    assert row[1:4] == ["rejected", "rev", "rev: Road cut, not a landslide"]
+    select = gr.SelectData(None, {"index": [0, 0], "value": "", "row_value": row})
+    reopened, *_ = webapp.open_from_queue(workspace, select, "", STRETCH, None)
+    note = webapp.review_note(reopened)
+    assert note.startswith("Latest review: **rejected** by rev, 20") and note.endswith("“Road cut, not a landslide”")

@@ -46,7 +46,7 @@ log = logging.getLogger("translandseg.app")
 EXAMPLE = Path(__file__).resolve().parents[2] / "assets" / "example_hillside.tif"  # in a checkout or a Space
 STRETCHES = {"2-98 %": (2.0, 98.0), "0.5-99.5 %": (0.5, 99.5), "min-max": (0.0, 100.0)}
 NAME_KEY = "translandseg-annotator"  # where the browser keeps the typed name (without accounts)
-QUEUE_COLUMNS = ["name", "status", "labelled by", "id"]
+QUEUE_COLUMNS = ["name", "status", "labelled by", "review", "id"]
 QUEUE_ORDER = ("unlabelled", "pending", "needs-work", "rejected", "accepted")  # what waits comes first
 ALL_IMAGES = "all images"
 TILE_PROGRESS = gr.Progress(track_tqdm=True)  # handlers that open images show the automatic mask's tiles
@@ -151,10 +151,29 @@ def _annotator(workspace: Workspace, name: str, request: Optional[gr.Request]) -
 
 def queue_rows(workspace: Workspace, shown: str = ALL_IMAGES) -> List[List[str]]:
     """The store's images for the queue table, what waits for work first; ``shown`` filters by status."""
-    rows = [[r["name"], r["status"] if r["labelled"] else "unlabelled", r["annotator"] or "", r["id"]]
+    rows = [[r["name"], r["status"] if r["labelled"] else "unlabelled", r["annotator"] or "", _review_cell(r), r["id"]]
             for r in workspace.queue()]  # fmt: skip
     rows.sort(key=lambda row: QUEUE_ORDER.index(row[1]))  # stable: in the order added within a status
     return [row for row in rows if shown in (ALL_IMAGES, row[1])]
+
+
+def _review_cell(row: Dict) -> str:
+    """The latest review in a queue row: who, and why when a reason was given."""
+    if not row["reviewer"]:
+        return ""
+    return row["reviewer"] + (f": {row['reason']}" if row["reason"] else "")
+
+
+def review_note(session: Optional[LabelingSession]) -> str:
+    """The open image's latest review, beside the canvas: status, who, when and why."""
+    if session is None:
+        return ""
+    review = session.latest_review()
+    if review is None:
+        return "Not reviewed yet."
+    when = review["created_at"][:16].replace("T", " ")
+    reason = f": “{review['reason']}”" if review["reason"] else ""
+    return f"Latest review: **{review['status']}** by {review['reviewer'] or 'someone'}, {when} UTC{reason}"
 
 
 def _view(session: Optional[LabelingSession], message: str):
@@ -541,6 +560,7 @@ def build_ui(workspace: Workspace) -> gr.Blocks:
                         needs_work = gr.Button("Needs work", elem_id="needs-work", min_width=100)
                         reject = gr.Button("Reject", variant="stop", elem_id="reject", min_width=100)
                     reason = gr.Textbox(label="Reason (needed to reject)", elem_id="reason", lines=2)
+                    review = gr.Markdown(elem_id="latest-review")
         with gr.Tab("Export"):
             statuses = gr.CheckboxGroup(list(STATUSES), value=["accepted"], label="Latest review status")
             formats = gr.CheckboxGroup(list(FORMATS), value=list(FORMATS), label="Formats")
@@ -570,11 +590,13 @@ def build_ui(workspace: Workspace) -> gr.Blocks:
                                  [info, reason], api_name=status or "save", concurrency_id="store",
                                  concurrency_limit=8)  # fmt: skip
             event.then(bind(queue_rows, workspace), queue_filter, queue, api_name=False)
+            event.then(review_note, session, review, api_name=False)
             if status is not None:
                 opened.append(event.then(bind(open_next, workspace), [info, bands, stretch, session],
                                          view, api_name=False, **model_work))  # fmt: skip
         for event in opened:  # a new image may be open: whole view, fresh queue (the canvas resets its tools)
             event.then(view_choices, session, view_picker, api_name=False)
+            event.then(review_note, session, review, api_name=False)
             event.then(bind(queue_rows, workspace), queue_filter, queue, api_name=False)
         queue_filter.input(bind(queue_rows, workspace), queue_filter, queue, api_name=False)
         demo.load(bind(queue_rows, workspace), queue_filter, queue, api_name=False)  # every new browser session
