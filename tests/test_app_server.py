@@ -339,3 +339,42 @@ def test_browser_login_roles_hold(team_server, tmp_path):
     query = """select i.added_by, a.annotator, r.status, r.reviewer from images i join annotations a on a.image_id = i.id
                join reviews r on r.annotation_id = a.id where i.name = 'team-scene.tif'"""
     assert rows(db, query) == [("ann", "ann", "accepted", "rev")]
+
+
+def test_browser_ctrl_z_undoes_the_mask_not_the_name(server, tmp_path):
+    """Issue 31.4: after a click on the canvas, Ctrl+Z (and Cmd+Z) undo the mask edit and Ctrl+Y
+    redoes it; the name typed before stays, so saving still works."""
+    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is installed with the test extras")
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it: apt-get install chromium)")
+    url, db = server
+    data = np.random.default_rng(4).integers(0, 255, (3, 90, 120), dtype=np.uint8)
+    image = write_geotiff(tmp_path / "undo-scene.tif", data)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        info = page.locator("#info")
+        try:
+            page.goto(url)
+            name = page.locator("#annotator textarea, #annotator input").first
+            name.fill("undo-user")
+            page.locator("#upload input[type=file]").set_input_files(str(image))
+            info.get_by_text("Automatic mask by").wait_for(timeout=60_000)
+            box = page.locator("#canvas-surface").bounding_box()
+            page.mouse.click(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.6)
+            info.get_by_text("mask updated in").wait_for(timeout=60_000)
+            page.keyboard.press("Control+z")
+            info.get_by_text("Undone; 0 edit(s) in effect.").wait_for(timeout=30_000)
+            page.keyboard.press("Control+y")
+            info.get_by_text("Redone; 1 edit(s) in effect.").wait_for(timeout=30_000)
+            page.keyboard.press("Meta+z")
+            info.get_by_text("Undone; 0 edit(s) in effect.").wait_for(timeout=30_000)
+            assert name.input_value() == "undo-user"
+            page.locator("#save").click()
+            info.get_by_text("Saved undo-scene.tif").wait_for(timeout=30_000)
+        finally:
+            page.screenshot(path=str(ARTIFACTS / "browser_ctrl_z.png"), full_page=True)
+            browser.close()
+    assert rows(db, "select annotator from annotations a join images i on i.id = a.image_id "
+                    "where i.name = 'undo-scene.tif'") == [("undo-user",)]

@@ -278,7 +278,14 @@
     ArrowLeft: () => { state.panX += 40; draw(); }, ArrowRight: () => { state.panX -= 40; draw(); },
     ArrowUp: () => { state.panY += 40; draw(); }, ArrowDown: () => { state.panY -= 40; draw(); },
   };
+  canvas.tabIndex = 0;  // focusable: while it has focus, Ctrl/Cmd+Z and Ctrl+Y undo and redo its edits
+  canvas.addEventListener("pointerdown", () => canvas.focus({ preventScroll: true }));
   document.addEventListener("keydown", (event) => {
+    if ((event.ctrlKey || event.metaKey) && !event.altKey && document.activeElement === canvas) {
+      const key = event.key.toLowerCase();
+      if (key === "z" || key === "y") { event.preventDefault(); press(key === "y" || event.shiftKey ? "redo" : "undo"); }
+      return;
+    }
     const tag = (event.target.tagName || "").toLowerCase();
     if (tag === "input" && event.target.type !== "range" && event.target.type !== "checkbox") return;
     if (tag === "textarea" || tag === "select" || event.ctrlKey || event.metaKey || event.altKey) return;

@@ -36,7 +36,7 @@ TOOLS = (("point", "Point", "c"), ("box", "Box", "b"), ("brush", "Brush", "d"), 
 KEYS = [("c / b / d / e / l / h", "point, box, brush, eraser, polygon, pan"), ("p / n", "add / remove"),
         ("wheel, + / -, f", "zoom at the pointer, in / out, fit"), ("arrows, space + drag, middle drag", "pan"),
         ("[ / ]", "brush smaller / larger"), ("o / a", "outline on/off, show the automatic mask"),
-        ("z / y", "undo / redo"), ("Enter / double-click, Esc", "close / drop a polygon")]  # fmt: skip
+        ("z / y, Ctrl+Z / Ctrl+Y", "undo / redo"), ("Enter / double-click, Esc", "close / drop a polygon")]  # fmt: skip
 
 TOOL_BUTTONS = "".join(f'<button type="button" data-tool="{tool}" id="tool-{tool}" title="{title} ({key})">'
                        f"{title}</button>" for tool, title, key in TOOLS)  # fmt: skip
