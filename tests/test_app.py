@@ -356,8 +356,13 @@ def test_uploads_are_kept_beside_the_database_and_refusals_name_the_users_file(t
 
 
 def test_the_model_tab_reads_as_words_and_export_counts_each_format(workspace, tmp_path):
-    report = webapp.model_report(workspace)
-    assert "| landslide IoU |" in report and "| mean IoU (landslide, background) |" in report
+    report = webapp.model_report(workspace)  # issue 31.9: a few lines in words; the table behind a toggle
+    assert "On images it was not trained on: automatic mask IoU **" in report and "|" not in report
+    details = webapp.model_details(workspace)
+    assert "| landslide IoU |" in details and "| mean IoU (landslide, background) |" in details
+    assert webapp.headline({"iou": 0.584, "noc85_from_automatic": 12.28}) == (
+        "On images it was not trained on: automatic mask IoU **0.58**; clicks to reach IoU 0.85 from it: "
+        "**12.3** on average.")
     assert webapp.metric_label("noc85_from_automatic") == "clicks to reach IoU 0.85 (NoC@85), from the automatic mask"
     assert webapp.metric_label("iou@3_from_empty") == "IoU after 3 click(s), from the empty mask"
     Image.fromarray(np.random.default_rng(4).integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(tmp_path / "p.png")

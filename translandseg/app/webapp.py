@@ -349,19 +349,37 @@ def export(workspace: Workspace, statuses: List[str], formats: List[str]):
 
 
 def model_report(workspace: Workspace) -> str:
+    """The model in use in a few lines: base, adapter, and its headline figures."""
     model = workspace.model
     if model is None:
         return f"**{workspace.model_message}**"
-    lines = [f"- SAM base: `{model.model_type}`, `{model.sam_checkpoint.name}` (SHA-256 `{model.sam_sha256[:16]}…`)",
-             f"- Input size: {model.model.image_size} px; ATL variant `{model.model.atl.variant.name}`"]  # fmt: skip
+    lines = [f"- Base: `{model.model_type}` (`{model.sam_checkpoint.name}`), input {model.model.image_size} px, "
+             f"ATL `{model.model.atl.variant.name}`"]  # fmt: skip
     if model.adapter is None:
         lines.append("- Adapter: **none** (no automatic masks; clicks use SAM alone)")
-    else:
-        lines.append(f"- Adapter: `{model.version}` trained on {_snapshot_words(model.adapter.training_snapshot)}")
-        metrics = model.adapter.metrics
-        lines.append("- Metrics, on images it was not trained on:\n\n" + metrics_table(metrics) if metrics
-                     else "- Metrics: none recorded")  # fmt: skip
+        return "\n".join(lines)
+    lines.append(f"- Adapter: `{model.version}`, trained on {_snapshot_words(model.adapter.training_snapshot)}")
+    lines.append("- " + headline(model.adapter.metrics))
     return "\n".join(lines)
+
+
+def headline(metrics: Dict[str, float]) -> str:
+    """The figures an analyst asks first: how good the automatic mask is, and how many clicks it takes."""
+    if "iou" not in metrics:
+        return "No figures were recorded for it."
+    text = f"On images it was not trained on: automatic mask IoU **{metrics['iou']:.2f}**"
+    if "noc85_from_automatic" in metrics:
+        text += f"; clicks to reach IoU 0.85 from it: **{metrics['noc85_from_automatic']:.1f}** on average"
+    return text + "."
+
+
+def model_details(workspace: Workspace) -> str:
+    """Every figure recorded in the adapter, as a table in words, and the base's checksum."""
+    model = workspace.model
+    if model is None or model.adapter is None:
+        return "No figures recorded."
+    table = metrics_table(model.adapter.metrics) if model.adapter.metrics else "No figures recorded."
+    return f"Base checkpoint SHA-256 `{model.sam_sha256[:16]}…`.\n\n{table}"
 
 
 METRIC_NAMES = {"iou": "landslide IoU", "f1": "landslide F1", "miou": "mean IoU (landslide, background)",
@@ -471,7 +489,7 @@ def set_auto(workspace: Workspace, enabled: bool) -> None:
 
 
 def _model_tab(workspace: Workspace, name: gr.Textbox) -> None:
-    report = gr.Markdown(model_report(workspace))
+    """Retraining first; then the versions; then the model in use, its figures behind a toggle."""
     gr.Markdown("### Retrain the adapter from the labels\nRuns in its own process; labeling goes on. "
                 "Validation images are fixed per image, so versions compare on the same images.")  # fmt: skip
     with gr.Row():
@@ -482,20 +500,25 @@ def _model_tab(workspace: Workspace, name: gr.Textbox) -> None:
         start = gr.Button("Retrain adapter", variant="primary", elem_id="retrain")
         cancel = gr.Button("Cancel retraining", elem_id="cancel-retrain")
     outcome = gr.Markdown(elem_id="retrain-outcome")  # a refusal or a start, right under the buttons
+    status = gr.Markdown(training_status(workspace), elem_id="retrain-status")
     with workspace.store() as store:
         auto = gr.Checkbox(auto_activate(store), label="Activate a new version automatically when its validation "
                            "mIoU beats the active version's")  # fmt: skip
-    status = gr.Markdown(training_status(workspace), elem_id="retrain-status")
     rows = version_rows(workspace)
     versions = gr.Dataframe(rows, headers=VERSION_COLUMNS, label="Model versions", interactive=False)
     with gr.Row():
         pick = gr.Dropdown([r[0] for r in rows], label="Version", allow_custom_value=False)
         activate_button = gr.Button("Activate / roll back to this version")
+    gr.Markdown("### The model in use")
+    report = gr.Markdown(model_report(workspace), elem_id="model-report")
+    with gr.Accordion("All recorded figures", open=False):
+        details = gr.Markdown(model_details(workspace))
     start.click(bind(retrain, workspace), [name, statuses, epochs, minutes], outcome, api_name="retrain")
     cancel.click(bind(cancel_retraining, workspace), None, outcome, api_name="cancel-retrain")
     auto.input(bind(set_auto, workspace), auto, None, api_name=False)
-    activate_button.click(bind(activate_version, workspace), pick, outcome, api_name="activate").then(
-        bind(model_report, workspace), None, report, api_name=False)
+    activated = activate_button.click(bind(activate_version, workspace), pick, outcome, api_name="activate")
+    activated.then(bind(model_report, workspace), None, report, api_name=False)
+    activated.then(bind(model_details, workspace), None, details, api_name=False)
 
     def poll():
         rows = version_rows(workspace)
