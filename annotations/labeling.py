@@ -29,7 +29,7 @@ from translandseg.predict import DEFAULT_THRESHOLD, Predictor, tile_starts
 from translandseg.raster import STRETCH_PERCENTILES, ImageReadError, RasterImage
 
 from .accounts import Accounts
-from .store import AnnotationStore, Revision, session_prompts, stored_prompts
+from .store import AnnotationStore, Revision, StaleWrite, session_prompts, stored_prompts
 from .training_runs import activate, active_model
 
 QUICKLOOK_SIDE = 1536  # the longest side shown in the browser
@@ -186,6 +186,8 @@ class LabelingSession:
         self.message = message
         self.revision = revision  # the store's label of this image that the session builds on
         self.reviewed: Optional[str] = None  # the review status the last successful save gave
+        self.stale = False  # the last save was refused: someone else changed the image's label since
+        self.opened_prompts = correction.prompts  # the edits the image was opened with
         self.quicklook, _ = image.quicklook(QUICKLOOK_SIDE)
         self.view: WindowBox = (0, 0, image.width, image.height)  # the part shown
         self._backdrop = self.quicklook
@@ -299,7 +301,17 @@ class LabelingSession:
     def save(self, annotator: str, review: Optional[str] = None, reason: str = "") -> int:
         """Save the current mask with its prompts (and review it) in one transaction; an unchanged
         mask is not saved twice, only reviewed. Returns the annotation id. Refused (``StaleWrite``)
-        when another session saved or reviewed this image after this one opened it."""
+        when another session saved or reviewed this image after this one opened it (``stale``;
+        ``reapplied_to_latest`` then offers a way forward)."""
+        try:
+            annotation_id = self._save(annotator, review, reason)
+        except StaleWrite:
+            self.stale = True
+            raise
+        self.stale = False
+        return annotation_id
+
+    def _save(self, annotator: str, review: Optional[str], reason: str) -> int:
         self.reviewed = None
         with self.workspace.store() as store:
             if not self.unsaved:
@@ -318,6 +330,25 @@ class LabelingSession:
         self._saved = (annotation_id, _fingerprint(self.correction))
         self.reviewed = review
         return annotation_id
+
+    def edits_since_open(self) -> Tuple:
+        """The edits in effect made in this session (after a reset: every edit in effect)."""
+        prompts, opened = self.correction.prompts, self.opened_prompts
+        return prompts[len(opened) :] if prompts[: len(opened)] == opened else prompts
+
+    def reapplied_to_latest(self) -> Tuple["LabelingSession", int]:
+        """This image reopened at its latest stored label, with this session's edits applied on top
+        (nothing is saved); returns it and how many edits no longer apply (e.g. a negative click
+        where the newer mask has no landslide)."""
+        image = self.image
+        latest = LabelingSession.open_stored(self.workspace, self.image_id, image.bands, image.percentiles)
+        skipped = 0
+        for prompt in self.edits_since_open():
+            try:
+                latest.correction.apply(prompt)
+            except (CorrectionError, ValueError):
+                skipped += 1
+        return latest, skipped
 
     def latest_review(self) -> Optional[Dict]:
         """The image's newest review in the store (``AnnotationStore.latest_review``), or None."""

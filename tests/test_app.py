@@ -501,3 +501,26 @@ def test_the_latest_review_is_shown_beside_the_canvas_and_in_the_queue(workspace
     reopened, *_ = webapp.open_from_queue(workspace, select, "", STRETCH, None)
     note = webapp.review_note(reopened)
     assert note.startswith("Latest review: **rejected** by rev, 20") and note.endswith("“Road cut, not a landslide”")
+
+
+def test_a_stale_save_offers_the_latest_with_my_edits_re_applied(workspace, scenes):
+    """Issue 31.10: after a refused stale save the analyst reopens the newer label with their own
+    edits replayed on top, sees it before anything is stored, and saves it."""
+    first, *_ = webapp.upload(workspace, [str(scenes[0])], "ana", "", STRETCH, None)
+    row = webapp.queue_rows(workspace)[0]
+    select = gr.SelectData(None, {"index": [0, 0], "value": "", "row_value": row})
+    second, *_ = webapp.open_from_queue(workspace, select, "", STRETCH, None)
+    assert webapp.stale_offer(second).visible is False
+    webapp.gesture(gesture("stroke", [[5.5, 5.5], [30.5, 5.5]], radius=3.0), first)  # ana paints a band on top
+    webapp.save(workspace, "needs-work", "ana", "", first)
+    webapp.gesture(gesture("stroke", [[5.5, 60.5], [30.5, 60.5]], radius=3.0, positive=False), second)  # bob erases
+    info, _ = webapp.save(workspace, None, "bob", "", second)
+    assert "Not saved" in info and webapp.stale_offer(second).visible is True
+    merged, picture, info = webapp.reapply(second)
+    assert "Re-applied 1 of your edit(s) on top. Check the mask, then save." in info
+    assert [type(p).__name__ for p in merged.correction.prompts] == ["Stroke", "Stroke"]  # ana's, then bob's
+    assert merged.mask[5, 5:31].all() and not merged.mask[60, 5:31].any() and picture["prompts"]
+    with AnnotationStore(workspace.db_path) as store:
+        assert store.db["annotations"].count == 1  # shown, not stored
+    info, _ = webapp.save(workspace, None, "bob", "", merged)
+    assert info.startswith("Saved scene0.tif") and webapp.stale_offer(merged).visible is False

@@ -312,6 +312,27 @@ def save(workspace: Workspace, status: Optional[str], name: str, reason: str,
         f", {status}." if status else "."), ""
 
 
+def reapply(session: Optional[LabelingSession]):
+    """After a stale save: reopen the image at its latest label and re-apply this session's edits
+    on top, shown for the analyst to check and save."""
+    if session is None or not session.stale:
+        return session, gr.skip(), "Nothing to re-apply: the last save was not refused."
+    try:
+        latest, skipped = session.reapplied_to_latest()
+    except USER_ERRORS as error:
+        return session, gr.skip(), problem(f"Cannot reopen {session.name}: {error}")
+    applied = len(session.edits_since_open()) - skipped
+    _close(session)
+    message = (f"{latest.message} Re-applied {applied} of your edit(s) on top"
+               + (f"; {skipped} no longer apply" if skipped else "") + ". Check the mask, then save.")  # fmt: skip
+    return latest, scene(latest), message
+
+
+def stale_offer(session: Optional[LabelingSession]):
+    """The re-apply button, shown while the open image's last save was refused as stale."""
+    return gr.Button(visible=bool(session is not None and session.stale))
+
+
 def open_next(workspace: Workspace, message: str, bands: str, stretch: str,
               session: Optional[LabelingSession], progress=TILE_PROGRESS):  # fmt: skip
     """After a stored review, open the next pending image (its automatic mask is model work)."""
@@ -583,6 +604,8 @@ def build_ui(workspace: Workspace) -> gr.Blocks:
                         needs_work = gr.Button("Needs work", elem_id="needs-work", min_width=100)
                         reject = gr.Button("Reject", variant="stop", elem_id="reject", min_width=100)
                     reason = gr.Textbox(label="Reason (needed to reject)", elem_id="reason", lines=2)
+                    reapply_button = gr.Button("Reopen the latest and re-apply my edits", visible=False,
+                                               elem_id="reapply", variant="primary")  # fmt: skip
                     review = gr.Markdown(elem_id="latest-review")
         with gr.Tab("Export"):
             statuses = gr.CheckboxGroup(list(STATUSES), value=["accepted"], label="Latest review status")
@@ -614,12 +637,15 @@ def build_ui(workspace: Workspace) -> gr.Blocks:
                                  concurrency_limit=8)  # fmt: skip
             event.then(bind(queue_rows, workspace), queue_filter, queue, api_name=False)
             event.then(review_note, session, review, api_name=False)
+            event.then(stale_offer, session, reapply_button, api_name=False)
             if status is not None:
                 opened.append(event.then(bind(open_next, workspace), [info, bands, stretch, session],
                                          view, api_name=False, **model_work))  # fmt: skip
+        opened.append(reapply_button.click(reapply, session, view, api_name="reapply", **model_work))
         for event in opened:  # a new image may be open: whole view, fresh queue (the canvas resets its tools)
             event.then(view_choices, session, view_picker, api_name=False)
             event.then(review_note, session, review, api_name=False)
+            event.then(stale_offer, session, reapply_button, api_name=False)
             event.then(bind(queue_rows, workspace), queue_filter, queue, api_name=False)
         queue_filter.input(bind(queue_rows, workspace), queue_filter, queue, api_name=False)
         demo.load(bind(queue_rows, workspace), queue_filter, queue, api_name=False)  # every new browser session
