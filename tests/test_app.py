@@ -496,7 +496,7 @@ def test_the_latest_review_is_shown_beside_the_canvas_and_in_the_queue(workspace
     info, _ = webapp.save(workspace, "rejected", "rev", "Road cut, not a landslide", session)
     assert "rejected" in info
     row = webapp.queue_rows(workspace)[0]
-    assert row[1:4] == ["rejected", "rev", "rev: Road cut, not a landslide"]
+    assert row[1:3] == ["rejected", "rev; rev: Road cut, not a landslide"]
     select = gr.SelectData(None, {"index": [0, 0], "value": "", "row_value": row})
     reopened, *_ = webapp.open_from_queue(workspace, select, "", STRETCH, None)
     note = webapp.review_note(reopened)

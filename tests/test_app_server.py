@@ -378,3 +378,49 @@ def test_browser_ctrl_z_undoes_the_mask_not_the_name(server, tmp_path):
             browser.close()
     assert rows(db, "select annotator from annotations a join images i on i.id = a.image_id "
                     "where i.name = 'undo-scene.tif'") == [("undo-user",)]
+
+
+def test_browser_canvas_and_review_stay_in_view_and_the_queue_fits(server, tmp_path):
+    """Issue 31.6 (and 31.9): at 1024x700, after opening a queue row, the canvas and the review
+    buttons are in the viewport; at 1400x900 the queue starts above the fold and its shown columns
+    fit its width, and the Model tab's retrain button is in view."""
+    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is installed with the test extras")
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it: apt-get install chromium)")
+    url, _ = server
+    rng = np.random.default_rng(6)
+    scenes = [write_geotiff(tmp_path / f"layout-{i}.tif", rng.integers(0, 255, (3, 150, 200), dtype=np.uint8))
+              for i in range(7)]  # fmt: skip
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+
+    def in_view(page, selector: str, height: int) -> bool:
+        box = page.locator(selector).bounding_box()
+        return box is not None and box["y"] >= 0 and box["y"] + box["height"] <= height
+
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        small = browser.new_page(viewport={"width": 1024, "height": 700})
+        large = browser.new_page(viewport={"width": 1400, "height": 900})
+        try:
+            small.goto(url)
+            small.locator("#annotator textarea, #annotator input").first.fill("layout-user")
+            small.locator("#upload input[type=file]").set_input_files([str(s) for s in scenes])
+            small.locator("#info").get_by_text("Automatic mask by").wait_for(timeout=60_000)
+            small.locator("#queue span.text", has_text="layout-5.tif").first.click()
+            small.locator("#info").get_by_text("layout-5.tif: 200x150 px").wait_for(timeout=60_000)
+            small.wait_for_timeout(500)  # the scroll that brings the canvas back into view
+            for selector in ("#canvas-surface", "#save", "#accept", "#needs-work", "#reject"):
+                assert in_view(small, selector, 700), selector
+            large.goto(url)
+            large.locator("#queue span.text", has_text="layout-0.tif").first.wait_for(timeout=30_000)
+            assert large.locator("#queue").bounding_box()["y"] < 900 * 0.75
+            widths = large.evaluate("(() => { const t = document.querySelector('#queue table');"
+                                    " return [t.scrollWidth, t.parentElement.clientWidth]; })()")  # fmt: skip
+            assert widths[0] <= widths[1] + 1, widths
+            large.get_by_role("tab", name="Model").click()
+            large.locator("#retrain").wait_for(timeout=30_000)
+            assert in_view(large, "#retrain", 900)
+        finally:
+            small.screenshot(path=str(ARTIFACTS / "browser_layout_1024x700.png"))
+            large.screenshot(path=str(ARTIFACTS / "browser_layout_1400x900.png"))
+            browser.close()

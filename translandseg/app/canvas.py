@@ -77,7 +77,7 @@ CSS = """
 .tls-toolbar label {display: inline-flex; gap: 4px; align-items: center}
 .tls-toolbar input[type="checkbox"] {appearance: auto; -webkit-appearance: checkbox; width: 14px; height: 14px}
 .tls-brush, .tls-opacity {width: 90px}
-.tls-stage {position: relative; height: 560px; background: #374151; border-radius: 4px; overflow: hidden;
+.tls-stage {position: relative; height: clamp(280px, calc(100vh - 300px), 720px); background: #374151; border-radius: 4px; overflow: hidden;
   touch-action: none}
 .tls-stage canvas {position: absolute; inset: 0; width: 100%; height: 100%; cursor: crosshair}
 .tls-stage[data-tool="pan"] canvas {cursor: grab}

@@ -45,14 +45,21 @@ from .canvas import Gesture, labeling_canvas, scene, to_prompt  # noqa: E402
 log = logging.getLogger("translandseg.app")
 EXAMPLE = Path(__file__).resolve().parents[2] / "assets" / "example_hillside.tif"  # in a checkout or a Space
 STRETCHES = {"2-98 %": (2.0, 98.0), "0.5-99.5 %": (0.5, 99.5), "min-max": (0.0, 100.0)}
+# After an image opens: bring the canvas and the review buttons into view if the page was scrolled
+# (to the queue, say) so that their top is out of sight.
+SHOW_CANVAS = """() => { const top = document.querySelector('#canvas-column')?.getBoundingClientRect().top;
+  if (top !== undefined && (top < 0 || top > window.innerHeight / 2)) window.scrollBy({top: top - 4}); }"""
 NAME_KEY = "translandseg-annotator"  # where the browser keeps the typed name (without accounts)
-QUEUE_COLUMNS = ["name", "status", "labelled by", "review", "id"]
+QUEUE_COLUMNS = ["name", "status", "who", "id"]  # who labelled and reviewed; the id opens the row, unshown
 QUEUE_ORDER = ("unlabelled", "pending", "needs-work", "rejected", "accepted")  # what waits comes first
 ALL_IMAGES = "all images"
 TILE_PROGRESS = gr.Progress(track_tqdm=True)  # handlers that open images show the automatic mask's tiles
 CSS = """
 .tls-problem {color: #b91c1c; font-weight: 600; border-left: 4px solid #dc2626; padding-left: 8px}
 .tls-note {color: #92400e; border-left: 4px solid #f59e0b; padding-left: 8px}
+#canvas-column, #review-column {position: sticky; top: 4px; align-self: flex-start}
+#queue th:last-child, #queue td:last-child {display: none}
+#queue table {font-size: 12px}
 """
 
 
@@ -151,17 +158,17 @@ def _annotator(workspace: Workspace, name: str, request: Optional[gr.Request]) -
 
 def queue_rows(workspace: Workspace, shown: str = ALL_IMAGES) -> List[List[str]]:
     """The store's images for the queue table, what waits for work first; ``shown`` filters by status."""
-    rows = [[r["name"], r["status"] if r["labelled"] else "unlabelled", r["annotator"] or "", _review_cell(r), r["id"]]
-            for r in workspace.queue()]  # fmt: skip
+    rows = [[r["name"], r["status"] if r["labelled"] else "unlabelled", _who(r), r["id"]] for r in workspace.queue()]
     rows.sort(key=lambda row: QUEUE_ORDER.index(row[1]))  # stable: in the order added within a status
     return [row for row in rows if shown in (ALL_IMAGES, row[1])]
 
 
-def _review_cell(row: Dict) -> str:
-    """The latest review in a queue row: who, and why when a reason was given."""
-    if not row["reviewer"]:
-        return ""
-    return row["reviewer"] + (f": {row['reason']}" if row["reason"] else "")
+def _who(row: Dict) -> str:
+    """Who labelled a queue row's image and who reviewed it, with the reviewer's reason."""
+    who, reviewer, reason = row["annotator"] or "", row["reviewer"] or "", row["reason"] or ""
+    if reviewer and (reviewer != who or reason):
+        who += f"; {reviewer}" + (f": {reason}" if reason else "")
+    return who
 
 
 def review_note(session: Optional[LabelingSession]) -> str:
@@ -568,30 +575,31 @@ def _close(session: Optional[LabelingSession]) -> None:
 
 def build_ui(workspace: Workspace) -> gr.Blocks:
     with gr.Blocks(title="translandseg") as demo:
-        gr.Markdown("# translandseg\nLandslide labeling with TransLandSeg automatic masks and SAM click corrections.")
-        gr.Markdown(banner(workspace), elem_id="model-banner")
+        gr.Markdown("**translandseg**: landslide labeling with TransLandSeg automatic masks and SAM click "
+                    "corrections. " + banner(workspace), elem_id="model-banner")  # fmt: skip
         session = gr.State(None)
         with gr.Tab("Label"):
-            with gr.Row():
-                with gr.Column(scale=1, min_width=280):
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=1, min_width=260):  # who, what to open, the queue first
                     name = gr.Textbox(label="Your name (recorded with every save)", elem_id="annotator",
                                       interactive=workspace.accounts is None)  # fmt: skip
                     remembered = gr.BrowserState("", storage_key=NAME_KEY, secret=NAME_KEY)  # a name, no secret
                     files = gr.File(label="Upload images (PNG, JPEG, GeoTIFF)", file_count="multiple",
-                                    type="filepath", elem_id="upload")  # fmt: skip
+                                    type="filepath", elem_id="upload", height=110)  # fmt: skip
                     example = gr.Button("Try the example scene", size="sm", visible=EXAMPLE.is_file())
-                    with gr.Accordion("Bands and stretch (multi-band rasters)", open=False):
-                        bands = gr.Textbox(label="Bands shown as R,G,B", placeholder="automatic: 4,3,2 for 4+ bands")
-                        stretch = gr.Dropdown(list(STRETCHES), value="2-98 %", label="Stretch (non-8-bit data)")
-                    view_picker = gr.Dropdown([WHOLE_IMAGE], value=WHOLE_IMAGE, label="View (large images: "
-                                              "a full-resolution window)", elem_id="view")  # fmt: skip
-                    queue_filter = gr.Dropdown([ALL_IMAGES, *QUEUE_ORDER], value=ALL_IMAGES, label="Show",
+                    queue_filter = gr.Dropdown([ALL_IMAGES, *QUEUE_ORDER], value=ALL_IMAGES, label="Queue: show",
                                                elem_id="queue-filter")  # fmt: skip
                     queue = gr.Dataframe(queue_rows(workspace), headers=QUEUE_COLUMNS, label="Queue (click to open)",
-                                         interactive=False, elem_id="queue")  # fmt: skip
-                with gr.Column(scale=3):
+                                         interactive=False, elem_id="queue", max_height=360,
+                                         column_widths=["42%", "28%", "30%", "0%"])  # fmt: skip
+                    with gr.Accordion("Bands, stretch and view", open=False):
+                        bands = gr.Textbox(label="Bands shown as R,G,B", placeholder="automatic: 4,3,2 for 4+ bands")
+                        stretch = gr.Dropdown(list(STRETCHES), value="2-98 %", label="Stretch (non-8-bit data)")
+                        view_picker = gr.Dropdown([WHOLE_IMAGE], value=WHOLE_IMAGE, label="View (large images: "
+                                                  "a full-resolution window)", elem_id="view")  # fmt: skip
+                with gr.Column(scale=3, elem_id="canvas-column"):  # sticky: in view while the queue scrolls
                     canvas = labeling_canvas()
-                with gr.Column(scale=1, min_width=240):  # review beside the canvas, never below the fold
+                with gr.Column(scale=1, min_width=240, elem_id="review-column"):  # beside the canvas, in view
                     with gr.Row():
                         undo = gr.Button("Undo (z)", elem_id="undo", size="sm", min_width=60)
                         redo = gr.Button("Redo (y)", elem_id="redo", size="sm", min_width=60)
@@ -644,6 +652,7 @@ def build_ui(workspace: Workspace) -> gr.Blocks:
         opened.append(reapply_button.click(reapply, session, view, api_name="reapply", **model_work))
         for event in opened:  # a new image may be open: whole view, fresh queue (the canvas resets its tools)
             event.then(view_choices, session, view_picker, api_name=False)
+            event.then(None, js=SHOW_CANVAS, api_name=False)
             event.then(review_note, session, review, api_name=False)
             event.then(stale_offer, session, reapply_button, api_name=False)
             event.then(bind(queue_rows, workspace), queue_filter, queue, api_name=False)
