@@ -78,6 +78,17 @@ def team_server(adapter, tiny_sam_checkpoint, tmp_path_factory):
 
 
 @pytest.fixture
+def sync_playwright():
+    """Playwright's sync API driving Debian's Chromium (screenshots go to ``ARTIFACTS``), or a skip
+    that says what is missing."""
+    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is installed with the test extras")
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it: apt-get install chromium)")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return playwright.sync_playwright
+
+
+@pytest.fixture
 def scene(tmp_path, request) -> Path:
     """A scene of its own for each test (the store knows images by their bytes)."""
     data = np.random.default_rng(len(request.node.name)).integers(0, 255, (3, 120, 160), dtype=np.uint8)
@@ -106,13 +117,9 @@ def test_api_upload_accept_and_export(server, scene):
     assert (source, annotator, status) == ("automatic", "api-user", "accepted")
 
 
-def test_browser_upload_click_save(server, scene):
-    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is installed with the test extras")
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed (.ci/run installs it: apt-get install chromium)")
+def test_browser_upload_click_save(sync_playwright, server, scene):
     url, db = server
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with playwright.sync_playwright() as p:
+    with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         try:
@@ -139,16 +146,12 @@ def test_browser_upload_click_save(server, scene):
 
 
 
-def test_browser_queue_opens_images_reasons_clear_and_uploads_do_not_repeat(server, tmp_path):
-    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is installed with the test extras")
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed (.ci/run installs it: apt-get install chromium)")
+def test_browser_queue_opens_images_reasons_clear_and_uploads_do_not_repeat(sync_playwright, server, tmp_path):
     url, db = server
     rng = np.random.default_rng(7)
     first, second = (write_geotiff(tmp_path / f"{name}.tif", rng.integers(0, 255, (3, 90, 120), dtype=np.uint8))
                      for name in ("queue-first", "queue-second"))  # fmt: skip
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with playwright.sync_playwright() as p:
+    with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         info = page.locator("#info")
@@ -190,12 +193,9 @@ def test_browser_queue_opens_images_reasons_clear_and_uploads_do_not_repeat(serv
     assert reviews == [("queue-second.tif", "rejected", "Road cut, not a landslide"), ("queue-first.tif", "accepted", "")]
 
 
-def test_browser_zoom_click_box_paint_erase_undo_save_on_a_real_image(server, samples, adapter, tiny_sam_checkpoint):
+def test_browser_zoom_click_box_paint_erase_undo_save_on_a_real_image(sync_playwright, server, samples, adapter, tiny_sam_checkpoint):
     """Issue 13's walk: every tool on a real Bijie image at 2.25x zoom; the saved mask and its stored
     prompts then reproduce each other exactly."""
-    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is installed with the test extras")
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed (.ci/run installs it: apt-get install chromium)")
     from annotations import AnnotationStore, session_prompts
     from translandseg.download import sha256_of
     from translandseg.interactive.correction import CorrectionSession
@@ -207,8 +207,7 @@ def test_browser_zoom_click_box_paint_erase_undo_save_on_a_real_image(server, sa
 
     url, db = server
     image_path = samples / "bijie" / "image" / "df002.png"
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with playwright.sync_playwright() as p:
+    with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         info = page.locator("#info")
@@ -289,17 +288,13 @@ def test_api_with_accounts_records_the_login_whatever_name_is_typed(team_server,
     assert rows(db, "select status, reviewer from reviews") == [("accepted", "rev")]
 
 
-def test_browser_login_roles_hold(team_server, tmp_path):
+def test_browser_login_roles_hold(sync_playwright, team_server, tmp_path):
     """Issue 31.1 in the browser: each analyst signs in; the name box shows the login and cannot be
     changed; an annotator's Accept is refused; the reviewer's is recorded as the reviewer's."""
-    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is installed with the test extras")
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed (.ci/run installs it: apt-get install chromium)")
     url, db = team_server
     data = np.random.default_rng(31).integers(0, 255, (3, 90, 120), dtype=np.uint8)
     image = write_geotiff(tmp_path / "team-scene.tif", data)
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with playwright.sync_playwright() as p:
+    with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
 
         def sign_in(user: str):
@@ -341,17 +336,13 @@ def test_browser_login_roles_hold(team_server, tmp_path):
     assert rows(db, query) == [("ann", "ann", "accepted", "rev")]
 
 
-def test_browser_ctrl_z_undoes_the_mask_not_the_name(server, tmp_path):
+def test_browser_ctrl_z_undoes_the_mask_not_the_name(sync_playwright, server, tmp_path):
     """Issue 31.4: after a click on the canvas, Ctrl+Z (and Cmd+Z) undo the mask edit and Ctrl+Y
     redoes it; the name typed before stays, so saving still works."""
-    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is installed with the test extras")
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed (.ci/run installs it: apt-get install chromium)")
     url, db = server
     data = np.random.default_rng(4).integers(0, 255, (3, 90, 120), dtype=np.uint8)
     image = write_geotiff(tmp_path / "undo-scene.tif", data)
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with playwright.sync_playwright() as p:
+    with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         info = page.locator("#info")
@@ -380,24 +371,20 @@ def test_browser_ctrl_z_undoes_the_mask_not_the_name(server, tmp_path):
                     "where i.name = 'undo-scene.tif'") == [("undo-user",)]
 
 
-def test_browser_canvas_and_review_stay_in_view_and_the_queue_fits(server, tmp_path):
+def test_browser_canvas_and_review_stay_in_view_and_the_queue_fits(sync_playwright, server, tmp_path):
     """Issue 31.6 (and 31.9): at 1024x700, after opening a queue row, the canvas and the review
     buttons are in the viewport; at 1400x900 the queue starts above the fold and its shown columns
     fit its width, and the Model tab's retrain button is in view."""
-    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is installed with the test extras")
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed (.ci/run installs it: apt-get install chromium)")
     url, _ = server
     rng = np.random.default_rng(6)
     scenes = [write_geotiff(tmp_path / f"layout-{i}.tif", rng.integers(0, 255, (3, 150, 200), dtype=np.uint8))
               for i in range(7)]  # fmt: skip
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
 
     def in_view(page, selector: str, height: int) -> bool:
         box = page.locator(selector).bounding_box()
         return box is not None and box["y"] >= 0 and box["y"] + box["height"] <= height
 
-    with playwright.sync_playwright() as p:
+    with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
         small = browser.new_page(viewport={"width": 1024, "height": 700})
         large = browser.new_page(viewport={"width": 1400, "height": 900})
