@@ -1,7 +1,7 @@
 """How the automatic mask sees a scene, measured: native tiles, the whole scene resized, or both
 fused; tiles one by one or in batches; one view or several averaged; the mask's threshold; float32
 or bfloat16 arithmetic.
-Held-out real samples only (the split ``train-default`` never trains on), per sample set and
+The test side of ``split.csv`` only (``train-default`` never trains on it), per sample set and
 pooled: landslide IoU over the set's pixels, and seconds per image on this machine.
 
     python bench/bench_automatic.py SAMPLES [--adapter FILE] [--threads 2] [--settings NAME ...]
@@ -20,7 +20,7 @@ from translandseg.default_model import DEFAULT_ADAPTER
 from translandseg.evaluation import ConfusionMatrix
 from translandseg.loading import load_model
 from translandseg.predict import Predictor
-from translandseg.training.recipe import held_out_split
+from translandseg.training.recipe import full_data_split
 
 SETTINGS = {  # name: Predictor keyword arguments
     "native, one tile at a time": {"scale": "native", "batch_size": 1},
@@ -46,7 +46,7 @@ def main() -> None:
                         help="which rows to measure (default all)")  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    _, held_out = held_out_split(args.samples)
+    _, held_out = full_data_split(args.samples)
     loaded = load_model(LITE, adapter=args.adapter)
     images = [(pair.sample_set, *load_pair(pair)) for pair in held_out]
     sets = sorted({name for name, *_ in images})

@@ -1,6 +1,6 @@
 """The automatic stage of the default recipe, trained again with one setting changed: which
 sample sets, which loss, which ATL variant, set-balanced epochs, random zoom-in crops, epochs and
-learning rate. Each run uses the recipe's held-out split (never trained or selected on), its
+learning rate. Each run uses the test side of ``split.csv`` (never trained or selected on), its
 stage-one split (the seeded selection fifth, or every training image when the last epoch is
 kept) and its seed, and prints one Markdown row:
 held-out landslide IoU per set and pooled, F1 and mIoU pooled, trainable weights, seconds per
@@ -25,11 +25,11 @@ from typing import Dict, List, Tuple
 import torch
 
 from translandseg.build import LITE, LITE_ATL_VARIANT
-from translandseg.data import stratified_folds
+from translandseg.data import split_pairs, stratified_folds
 from translandseg.evaluation import ConfusionMatrix, confusions
 from translandseg.loading import LoadedModel, load_model
 from translandseg.predict import DEFAULT_THRESHOLD, Predictor
-from translandseg.training.recipe import SAMPLE_SETS, SPLIT_SEED, DefaultRecipe, held_out_split, stage_one_split
+from translandseg.training.recipe import FULL_DATA_SETS, SPLIT_SEED, DefaultRecipe, full_data_split
 from translandseg.training.trainer import TrainResult, train
 
 
@@ -53,14 +53,14 @@ def metrics_by_set(matrices: Dict[str, ConfusionMatrix]) -> dict:
 
 
 def held_out_metrics(predictor: Predictor, held_out) -> dict:
-    matrices = {predictor.threshold: {name: ConfusionMatrix() for name in SAMPLE_SETS}}
+    matrices = {predictor.threshold: {name: ConfusionMatrix() for name in FULL_DATA_SETS}}
     confusion_by_set(predictor, held_out, matrices)
     return metrics_by_set(matrices[predictor.threshold])
 
 
 def train_stage_one(training, variant: str, recipe: DefaultRecipe, run: Path) -> Tuple[LoadedModel, TrainResult]:
     """The recipe's automatic stage on ``training``: the model with the epoch it keeps, and the run."""
-    fit, selection = stage_one_split(training, recipe)
+    fit, selection = (training, []) if recipe.automatic.keep_last_epoch else split_pairs(training, 0.2, SPLIT_SEED)
     torch.manual_seed(recipe.automatic.seed)
     loaded = load_model(LITE, variant=variant)
     result = train(loaded, fit, selection, run, recipe.automatic, progress=True)
@@ -111,7 +111,7 @@ def run_name(args) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("samples", type=Path)
-    parser.add_argument("--sets", nargs="+", default=list(SAMPLE_SETS), help="sample sets to train on")
+    parser.add_argument("--sets", nargs="+", default=list(FULL_DATA_SETS), help="sample sets to train on")
     parser.add_argument("--loss", default=DefaultRecipe().automatic.loss)
     parser.add_argument("--variant", default=LITE_ATL_VARIANT)
     parser.add_argument("--epochs", type=int, default=DefaultRecipe().automatic.epochs)
@@ -130,7 +130,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/automatic-study"))
     args = parser.parse_args()
     recipe = DefaultRecipe()
-    training, held_out = held_out_split(args.samples)
+    training, held_out = full_data_split(args.samples)
     training = [p for p in training if p.sample_set in args.sets]
     config = recipe.automatic
     config.loss, config.epochs, config.lr, config.seed = args.loss, args.epochs, args.lr, args.seed

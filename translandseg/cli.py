@@ -91,13 +91,15 @@ def _parser() -> argparse.ArgumentParser:
 
     default = commands.add_parser("train-default", help="train the offline default model (LiteMedSAM) on real samples",
                                   description="The recipe behind assets/translandseg-lite.safetensors: automatic "
-                                  "mask, then the click decoder with simulated clicks, then held-out metrics.")  # fmt: skip
+                                  "mask, then the click decoder with simulated clicks, then figures on the test side of split.csv.")  # fmt: skip
     default.add_argument("samples", type=Path,
-                         help="folder with bijie/, bijie-upscaled/ and landslide4sense/ (image/ and label/)")
+                         help="folder with split.csv and the sets it lists (bijie-full/, landslide4sense-rgb/... "
+                         "each with image/ and label/)")
     default.add_argument("--out", type=Path, default=DEFAULT_ADAPTER, help="adapter file to write")
     default.add_argument("--work-dir", type=Path, default=Path("runs/train-default"),
                          help="checkpoints and report (resumes the automatic stage from here)")
     default.add_argument("--epochs", type=int, help="epochs of the automatic stage (default: the recipe's)")
+    default.add_argument("--epoch-steps", type=int, help="images an automatic epoch draws (default: the recipe's)")
     default.add_argument("--click-epochs", type=int, help="passes of the click stage (default: the recipe's)")
     default.add_argument("--click-steps", type=int, help="stop the click stage after this many steps (smoke runs)")
     default.add_argument("--automatic-from", type=Path,
@@ -106,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
                          help="how the adapter stores its weights (default: the recipe's; with --measure-only, "
                          "the file's own)")  # fmt: skip
     default.add_argument("--measure-only", action="store_true",
-                         help="train nothing: measure the adapter at --out on the held-out split with today's "
+                         help="train nothing: measure the adapter at --out on the test side with today's "
                          "predictor and correction engine, and write the figures into its metadata")  # fmt: skip
     default.set_defaults(run=_train_default)
 
@@ -198,7 +200,8 @@ def _model_options(parser, with_variant: bool = False, for_inference: bool = Fal
 
 def _tile_options(parser) -> None:
     group = parser.add_argument_group("tiling")
-    group.add_argument("--tile-size", type=int, help="tile side in pixels (default: the model input size)")
+    group.add_argument("--tile-size", type=int, help="tile or window side in pixels (default: the model input size; with "
+                       "--scale whole, 512 if larger)")
     group.add_argument("--overlap", type=int, help="tile overlap in pixels (default: a quarter tile)")
     group.add_argument("--scale", choices=SCALES, default="whole",
                        help=f"scenes larger than one tile and at most {WHOLE_MAX_SIDE} px: resized whole (default, as "
@@ -278,10 +281,11 @@ def _train_default(args) -> None:
 
     if args.measure_only:
         metrics = remeasure(args.samples, args.out, storage=args.storage)
-        print(json.dumps({"adapter": str(args.out), "held_out_metrics": metrics}, indent=1))
+        print(json.dumps({"adapter": str(args.out), "test_metrics": metrics}, indent=1))
         return
     recipe = DefaultRecipe()
     recipe.automatic.epochs = args.epochs or recipe.automatic.epochs
+    recipe.epoch_steps = args.epoch_steps or recipe.epoch_steps
     recipe.clicks.epochs = args.click_epochs or recipe.clicks.epochs
     recipe.clicks.max_steps = args.click_steps
     recipe.automatic_from = str(args.automatic_from) if args.automatic_from else None
@@ -289,7 +293,8 @@ def _train_default(args) -> None:
     report = train_default(args.samples, args.out, args.work_dir, recipe)
     args.work_dir.mkdir(parents=True, exist_ok=True)
     (args.work_dir / "report.json").write_text(json.dumps(report, indent=1))
-    print(json.dumps({"adapter": str(args.out), "held_out_metrics": report["held_out_metrics"]}, indent=1))
+    print(json.dumps({"adapter": str(args.out), "minutes": report["minutes"], "test_metrics": report["test_metrics"]},
+                     indent=1))
 
 
 def _evaluate(args) -> None:
