@@ -365,6 +365,8 @@ def test_the_model_tab_reads_as_words_and_export_counts_each_format(workspace, t
         "**12.3** on average.")
     assert webapp.metric_label("noc85_from_automatic") == "clicks to reach IoU 0.85 (NoC@85), from the automatic mask"
     assert webapp.metric_label("iou@3_from_empty") == "IoU after 3 click(s), from the empty mask"
+    assert webapp.metric_label("bijie-full/noc85_from_automatic").endswith("from the automatic mask on bijie-full")
+    assert webapp.metric_label("landslide4sense-rgb/iou") == "landslide IoU on landslide4sense-rgb"
     Image.fromarray(np.random.default_rng(4).integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(tmp_path / "p.png")
     session, *_ = webapp.upload(workspace, [str(tmp_path / "p.png")], "ana", "", STRETCH, None)
     click(session, 25, 20)

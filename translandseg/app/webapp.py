@@ -413,11 +413,15 @@ def model_details(workspace: Workspace) -> str:
 METRIC_NAMES = {"iou": "landslide IoU", "f1": "landslide F1", "miou": "mean IoU (landslide, background)",
                 "precision": "precision", "recall": "recall", "oa": "overall accuracy",
                 "harmful_clicks": "share of clicks that lower IoU by more than 0.02",
-                "fallback_clicks": "share of clicks answered by the local fallback"}  # fmt: skip
+                "fallback_clicks": "share of clicks answered by the local fallback",
+                "landslide_free_pixels_marked": "share of the landslide-free images' pixels marked",
+                "landslide_free_images_marked": "share of the landslide-free images with any mark"}  # fmt: skip
 
 
 def metric_label(key: str) -> str:
-    """A metric key as words: ``noc85_from_automatic`` → clicks to reach IoU 0.85, from the automatic mask."""
+    """A metric key as words: ``noc85_from_automatic`` → clicks to reach IoU 0.85, from the automatic
+    mask; ``bijie-full/iou`` → landslide IoU on bijie-full."""
+    sample_set, _, key = key.rpartition("/")
     name, _, start = key.partition("_from_")
     if name.startswith("noc") and name[3:].isdigit():
         text = f"clicks to reach IoU 0.{name[3:]} (NoC@{name[3:]})"
@@ -425,11 +429,11 @@ def metric_label(key: str) -> str:
         text = f"IoU after {name[4:]} click(s)"
     else:
         text = METRIC_NAMES.get(name, name.replace("_", " "))
-    return text + (f", from the {start} mask" if start else "")
+    return text + (f", from the {start} mask" if start else "") + (f" on {sample_set}" if sample_set else "")
 
 
 def metrics_table(metrics: Dict[str, float]) -> str:
-    """Held-out or validation metrics as a Markdown table."""
+    """Test-side or validation metrics as a Markdown table."""
     rows = [f"| {metric_label(k)} | {v:.3f} |" for k, v in metrics.items()]
     return "| metric | value |\n| --- | --- |\n" + "\n".join(rows)
 
@@ -439,7 +443,7 @@ def _snapshot_words(snapshot: str) -> str:
     if snapshot.startswith("{"):
         recipe = json.loads(snapshot)
         return (f"{len(recipe.get('training', []))} images by the recorded recipe "
-                f"({len(recipe.get('held_out', []))} held out for the metrics below)")  # fmt: skip
+                f"({len(recipe.get('test', recipe.get('held_out', [])))} kept apart for the figures below)")  # fmt: skip
     return snapshot or "unrecorded data"
 
 
