@@ -148,4 +148,4 @@ def test_bad_input_leaves_no_output(predictor_factory, tmp_path):
         predict_file(predictor_factory(), tmp_path / "notes.png", tmp_path / "notes_mask.png")
     assert not (tmp_path / "notes_mask.png").exists()
     with pytest.raises(ValueError, match="overlap must be"):
-        predictor_factory(overlap=64)
+        predictor_factory(overlap=64, scale="native")  # native tiles: the input side, 64
