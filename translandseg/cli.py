@@ -8,23 +8,17 @@ from typing import List, Optional
 
 import torch
 
-from annotations.store import StoreError
-
-from .adapter import AdapterError, read_adapter_info
+from .adapter import read_adapter_info
 from .build import LITE, LITE_ATL_VARIANT, MODEL_TYPES, build_translandseg, default_image_size
 from .data import find_all_pairs, split_pairs
 from .default_model import DEFAULT_ADAPTER
-from .download import DownloadError
 from .modeling import ATL_VARIANTS, DEFAULT_ATL_VARIANT
 from .predict import DEFAULT_THRESHOLD, PRECISIONS, SCALES, VIEWS, WHOLE_MAX_SIDE
-from .raster import ImageReadError
-from .sam_checkpoints import CACHE_ENV, CheckpointUnavailable
-from .sam_weights import CheckpointError
+from .sam_checkpoints import CACHE_ENV
 from .training.losses import DEFAULT_LOSS, LOSSES
+from .user_input import USER_ERRORS, probability_threshold
 from .weight_storage import STORAGES
 
-USER_ERRORS = (AdapterError, CheckpointError, CheckpointUnavailable, DownloadError, FileNotFoundError,
-               ImageReadError, StoreError, ValueError)  # fmt: skip
 CPU_TRAIN_SIZE = 256
 
 
@@ -215,17 +209,6 @@ def _tile_options(parser) -> None:
     group.add_argument("--precision", choices=PRECISIONS, default="auto",
                        help="arithmetic of the model: auto (default) takes bfloat16, about twice as fast, on a CPU "
                        "that computes it natively, else float32")  # fmt: skip
-
-
-def probability_threshold(text: str) -> float:
-    """A probability threshold strictly between 0 and 1 (an argparse type)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"a threshold lies between 0 and 1, not {text!r}")
-    return value
 
 
 def _bands(text: str):

@@ -31,7 +31,6 @@ from annotations.training_runs import (  # noqa: E402
     set_auto_activate,
 )
 
-from ..cli import USER_ERRORS, probability_threshold  # noqa: E402
 from ..default_model import choose_model  # noqa: E402
 from ..interactive.correction import Box, Prompt  # noqa: E402
 from ..interactive.embedding_cache import EmbeddingCache  # noqa: E402
@@ -40,6 +39,7 @@ from ..loading import load_model  # noqa: E402
 from ..predict import DEFAULT_THRESHOLD, PRECISIONS, VIEWS  # noqa: E402
 from ..sam_checkpoints import cache_dir  # noqa: E402
 from ..training.retraining import RetrainSettings, start_retraining  # noqa: E402
+from ..user_input import USER_ERRORS, probability_threshold  # noqa: E402
 from .canvas import Gesture, labeling_canvas, scene, to_prompt  # noqa: E402
 
 log = logging.getLogger("translandseg.app")
