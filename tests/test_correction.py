@@ -15,7 +15,7 @@ from conftest import write_geotiff
 from translandseg.interactive.correction import Box, Click, CorrectionError, CorrectionSession
 from translandseg.interactive.embedding_cache import EmbeddingCache, EmbeddingKey
 from translandseg.interactive.prompting import PointPrompter, SamPrompt
-from translandseg.interactive.refinement import PointClick, click_region, disk_edit, merged, plan
+from translandseg.interactive.refinement import PointClick, click_region, cut_at_click, disk_edit, merged, plan
 from translandseg.loading import load_model
 from translandseg.raster import RasterImage
 
@@ -94,6 +94,18 @@ def test_a_click_is_planned_prompted_and_merged_as_refinement_says(session, auto
     mask = session.click(21, 21, positive=False)  # refines the automatic region, both clicks in view
     assert np.array_equal(mask, expected_after(session, second, [PointClick(60, 80, True)], (21, 21, False)))
     assert not mask[21, 21]
+
+
+def test_a_negative_click_cuts_only_the_piece_it_lands_in_not_a_shave_along_the_outline():
+    """The answer drops a false-alarm lobe and also shaves a 2-pixel strip off the whole outline and a
+    distant tail: the click takes out the lobe (with its edges) and nothing far from it."""
+    removed = np.zeros((128, 128), bool)
+    removed[20:22, 10:120] = True  # a thin strip shaved along the outline, linked to the lobe
+    removed[22:50, 90:120] = True  # the lobe the click lands in
+    removed[100:120, 10:30] = True  # a distant tail the answer dropped
+    cut = cut_at_click(removed, 105, 35, output_side=64)
+    assert cut[22:50, 90:120].all() and not cut[100:120, 10:30].any() and not cut[20:22, 10:80].any()
+    assert not (cut & ~removed).any()
 
 
 def test_a_negative_click_only_removes_pixels_of_the_region_under_it(session, automatic):

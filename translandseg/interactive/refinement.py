@@ -14,7 +14,9 @@ in use:
 3. **Merge.** The decoder sees every click inside the window and the current mask there (as
    logits, ``mask_logits``). A positive click replaces the region by the decoder's answer, kept
    to the parts of it that touch the region or the click; a negative click only removes pixels
-   of the region. Other landslides in the window are never touched.
+   of the region, and of those only the piece it lands in (``cut_at_click``): strips the answer
+   shaves off elsewhere along the outline, or distant parts it drops, stay. Other landslides in
+   the window are never touched.
 4. **Consistency.** Clicks are constraints. When the answer leaves the clicked pixel with the
    wrong label, or gives an earlier click in the window the other label while the current mask
    still honours that click, the answer is dropped and a disk around the click is added
@@ -44,6 +46,7 @@ MASK_LOGIT = 8.0  # the logit that a fully landslide (or background) pixel of th
 FALLBACK_OUTPUT_PIXELS = 2  # the consistency disk's smallest radius, in decoder output pixels
 FALLBACK_REACH = 4  # its largest radius over its smallest
 FALLBACK_WINDOW_SHARE = 0.05  # and its largest radius, when larger than the smallest, over the window's longer side
+LINK_OUTPUT_PIXELS = 1.5  # a negative click's cut: links narrower than this (decoder output pixels) are broken
 _EIGHT = np.ones((3, 3), bool)
 
 
@@ -156,7 +159,7 @@ def merged(current: np.ndarray, refinement: Refinement, answer: np.ndarray, clic
         kept = np.isin(labels, ids[ids > 0])
         new = (current & ~region) | kept
     else:
-        new = current & ~(region & ~answer)
+        new = current & ~cut_at_click(region & ~answer, x, y, output_side)
     if valid is not None:
         new &= valid | current  # nothing is added on nodata
     if bool(new[y, x]) != click.positive:
@@ -166,6 +169,21 @@ def merged(current: np.ndarray, refinement: Refinement, answer: np.ndarray, clic
     else:
         return new, ""
     return disk_edit(current, refinement, click, valid, output_side), reason
+
+
+def cut_at_click(removed: np.ndarray, x: int, y: int, output_side: int = 256) -> np.ndarray:
+    """What a negative click at (x, y) takes out of the pixels its answer ``removed``: the piece it
+    lands in or touches, once links narrower than ``LINK_OUTPUT_PIXELS`` decoder pixels are broken
+    (a strip shaved off along the whole outline), with that piece's own edges; else a disk of that
+    width around the click."""
+    width = max(1.0, LINK_OUTPUT_PIXELS * max(removed.shape) / output_side)
+    core = ndimage.distance_transform_edt(removed) > width / 2
+    labels, _ = ndimage.label(core, _EIGHT)
+    ids = np.unique(labels[_disk(removed.shape, x, y, REACH + width)])
+    piece = np.isin(labels, ids[ids > 0])
+    if not piece.any():
+        return removed & _disk(removed.shape, x, y, REACH + width)
+    return removed & (ndimage.distance_transform_edt(~piece) <= width / 2 + 1)
 
 
 def disk_edit(current: np.ndarray, refinement: Refinement, click: PointClick, valid: Optional[np.ndarray] = None,
