@@ -192,6 +192,7 @@ class LabelingSession:
         self.view: WindowBox = (0, 0, image.width, image.height)  # the part shown
         self._backdrop = self.quicklook
         self.sent_view: Optional[str] = None  # the view whose picture the browser has (app.canvas)
+        self.author = ""  # who works on it: their unsaved edits are kept as their draft
 
     @classmethod
     def open_stored(cls, workspace: Workspace, image_id: str, bands: Optional[Sequence[int]] = None,
@@ -349,6 +350,37 @@ class LabelingSession:
             except (CorrectionError, ValueError):
                 skipped += 1
         return latest, skipped
+
+    def keep_draft(self) -> None:
+        """Keep the edits not yet saved as the author's draft of this image (drop it when none are)."""
+        if not self.author:
+            return
+        with self.workspace.store() as store:
+            if self.unsaved and self.correction.prompts != self.opened_prompts:
+                store.keep_draft(self.image_id, self.author, stored_prompts(self.correction.prompts),
+                                 self.revision.annotation_id)  # fmt: skip
+            else:
+                store.drop_draft(self.image_id, self.author)
+
+    def restore_draft(self, author: str) -> str:
+        """Become ``author``'s session and replay their draft of this image when it builds on the
+        label opened; says what happened ("" when there was no draft)."""
+        self.author = author
+        with self.workspace.store() as store:
+            draft = store.draft(self.image_id, author) if author else None
+            if draft is None:
+                return ""
+            when = draft.updated_at[:16].replace("T", " ") + " UTC"
+            if draft.annotation_id != self.revision.annotation_id:
+                store.drop_draft(self.image_id, author)
+                return f"Your unsaved edits of {when} were made on an earlier label than the latest, so they were dropped."
+        try:
+            self.correction.replay(session_prompts(draft.prompts))
+        except (CorrectionError, ValueError) as error:
+            self.correction.replay(self.opened_prompts)
+            return f"Your unsaved edits of {when} could not be replayed ({error}); they stay in the draft."
+        restored = len(self.edits_since_open())
+        return f"Restored {restored} unsaved edit(s) from your draft of {when}; Undo or Reset takes them back."
 
     def latest_review(self) -> Optional[Dict]:
         """The image's newest review in the store (``AnnotationStore.latest_review``), or None."""

@@ -136,5 +136,16 @@ def _painting(db: Database) -> None:
     db.execute("update annotations set source = 'clicked' where source = 'corrected'")
 
 
-MIGRATIONS = [_initial_schema, _retraining, _painting]
+def _drafts(db: Database) -> None:
+    """Drafts: the prompts of an image left with unsaved edits, one per image and author, so that a
+    reload or a crash loses nothing. ``annotation_id`` is the label the edits build on (NULL: the
+    automatic mask); ``prompts`` is JSON, the rows ``prompts`` would store."""
+    db["drafts"].create(
+        {"image_id": str, "author": str, "annotation_id": int, "prompts": str, "updated_at": str},
+        pk=("image_id", "author"),
+        foreign_keys=[("image_id", "images", "id")],
+    )
+
+
+MIGRATIONS = [_initial_schema, _retraining, _painting, _drafts]
 SCHEMA_VERSION = len(MIGRATIONS)

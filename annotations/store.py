@@ -11,7 +11,7 @@ import json
 import sqlite3
 import tempfile
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from itertools import groupby
 from pathlib import Path
@@ -100,6 +100,15 @@ def session_prompts(rows: Sequence[Prompt]) -> List[SessionPrompt]:
         else:
             raise StoreError(f"unreadable stored prompt {group}")
     return prompts
+
+
+@dataclass(frozen=True)
+class Draft:
+    """Unsaved prompts kept for an image and author (``AnnotationStore.keep_draft``)."""
+
+    prompts: List[Prompt]
+    annotation_id: Optional[int]  # the label they build on (None: the automatic mask)
+    updated_at: str
 
 
 @dataclass
@@ -273,7 +282,29 @@ class AnnotationStore:
             )
             if review is not None:
                 self._insert_review(db, annotation_id, review, reviewer, reason)
+            db.execute("delete from drafts where image_id = ? and author = ?", [image_id, annotator])
         return annotation_id
+
+    # drafts ------------------------------------------------------------------------------
+
+    def keep_draft(self, image_id: str, author: str, prompts: Sequence[Prompt], based_on: Optional[int]) -> None:
+        """Keep ``author``'s unsaved ``prompts`` on an image, made on the label ``based_on`` (an
+        annotation id; None: the automatic mask), in place of their earlier draft."""
+        row = {"image_id": image_id, "author": author, "annotation_id": based_on,
+               "prompts": json.dumps([asdict(p) for p in prompts]), "updated_at": now()}  # fmt: skip
+        with self.writing() as db:
+            db["drafts"].upsert(row, pk=("image_id", "author"))
+
+    def draft(self, image_id: str, author: str) -> Optional[Draft]:
+        """``author``'s draft of an image, if any (a save of theirs on it drops it)."""
+        row = next(self.db.query("select * from drafts where image_id = ? and author = ?", [image_id, author]), None)
+        if row is None:
+            return None
+        return Draft([Prompt(**p) for p in json.loads(row["prompts"])], row["annotation_id"], row["updated_at"])
+
+    def drop_draft(self, image_id: str, author: str) -> None:
+        with self.writing() as db:
+            db.execute("delete from drafts where image_id = ? and author = ?", [image_id, author])
 
     def review(self, annotation_id: int, status: str, reviewer: str = "", reason: str = "",
                based_on: Optional[Revision] = None) -> int:  # fmt: skip

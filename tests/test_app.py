@@ -144,10 +144,34 @@ def test_save_review_and_next_then_reopen_restores_mask_and_prompts(workspace, s
         assert [(p.x, p.y, p.label) for p in store.prompts(annotation.id)] == [(45, 40, 1)]
         assert annotation.model_version == workspace.model.version
     reopened, picture, info = webapp.open_from_queue(workspace, gr.SelectData(None, {"index": [0, 0], "value": "",
-                                                     "row_value": queue[-1]}), "", STRETCH, session)  # fmt: skip
+                                                     "row_value": queue[-1]}), "ana", "", STRETCH, session)  # fmt: skip
     assert "Restored the accepted clicked mask saved by ana" in info
     assert np.array_equal(reopened.mask, clicked_mask) and len(reopened.correction.prompts) == 1
     assert reopened.correction.can_undo  # the restored clicks can be undone one by one
+
+
+def test_unsaved_edits_are_kept_as_a_draft_and_restored_on_reopening(workspace, scenes):
+    """Issue 31.2: leaving an image (another image, a reload, a crash) keeps its unsaved edits as the
+    author's draft; opening it again replays them; a save drops the draft."""
+    select = gr.SelectData(None, {"index": [0, 0], "value": "", "row_value": ["", "", "", None]})
+    session, *_ = webapp.upload(workspace, [str(s) for s in scenes], "ana", "", STRETCH, None)
+    click(session, 45, 40)
+    webapp.gesture(gesture("stroke", [[5, 5], [20, 5]], radius=3), session)
+    edited, first_id = session.mask.copy(), session.image_id
+    select.row_value[-1] = next(row[-1] for row in webapp.queue_rows(workspace) if row[-1] != first_id)
+    other, _, info = webapp.open_from_queue(workspace, select, "ana", "", STRETCH, session)
+    assert "kept as a draft" in info
+    select.row_value[-1] = first_id  # as after a reload: a new browser session, nothing in memory
+    again, _, info = webapp.open_from_queue(workspace, select, "ana", "", STRETCH, None)
+    assert "Restored 2 unsaved edit(s)" in info and np.array_equal(again.mask, edited) and again.unsaved
+    bea, _, info = webapp.open_from_queue(workspace, select, "bea", "", STRETCH, None)
+    assert "Restored" not in info and not np.array_equal(bea.mask, edited)  # a draft is its author's
+    webapp.save(workspace, None, "ana", "", again)
+    with AnnotationStore(workspace.db_path) as store:
+        assert store.draft(first_id, "ana") is None
+    webapp.gesture(gesture("stroke", [[30, 30], [40, 30]], radius=3), bea)  # a draft on the label before ana's
+    _, _, info = webapp.open_from_queue(workspace, select, "bea", "", STRETCH, None)
+    assert "earlier label" in info and "dropped" in info
 
 
 def test_export_tab_offers_a_zip(workspace, scenes):
@@ -301,7 +325,7 @@ def test_two_analysts_on_one_image_a_stale_save_is_refused_and_nothing_is_lost(w
     first, *_ = webapp.upload(workspace, [str(scenes[0])], "ana", "", STRETCH, None)
     row = webapp.queue_rows(workspace)[0]
     second, *_ = webapp.open_from_queue(workspace, gr.SelectData(None, {"index": [0, 0], "value": "", "row_value": row}),
-                                        "", STRETCH, None)  # fmt: skip
+                                        "ana", "", STRETCH, None)  # fmt: skip
     assert second.image_id == first.image_id
     webapp.save(workspace, "accepted", "ana", "", first)
     click(second, 45, 40)
@@ -312,7 +336,7 @@ def test_two_analysts_on_one_image_a_stale_save_is_refused_and_nothing_is_lost(w
         latest = store.latest_annotation(first.image_id)
         assert (latest.status, latest.annotator) == ("accepted", "ana") and store.db["annotations"].count == 1
     reopened, *_ = webapp.open_from_queue(workspace, gr.SelectData(None, {"index": [0, 0], "value": "",
-                                          "row_value": row}), "", STRETCH, second)  # fmt: skip
+                                          "row_value": row}), "ana", "", STRETCH, second)  # fmt: skip
     click(reopened, 45, 40)
     info, _ = webapp.save(workspace, "needs-work", "bob", "", reopened)
     assert info.startswith("Saved scene0.tif")  # built on the accepted version: allowed
@@ -500,7 +524,7 @@ def test_the_latest_review_is_shown_beside_the_canvas_and_in_the_queue(workspace
     row = webapp.queue_rows(workspace)[0]
     assert row[1:3] == ["rejected", "rev; rev: Road cut, not a landslide"]
     select = gr.SelectData(None, {"index": [0, 0], "value": "", "row_value": row})
-    reopened, *_ = webapp.open_from_queue(workspace, select, "", STRETCH, None)
+    reopened, *_ = webapp.open_from_queue(workspace, select, "ana", "", STRETCH, None)
     note = webapp.review_note(reopened)
     assert note.startswith("Latest review: **rejected** by rev, 20") and note.endswith("“Road cut, not a landslide”")
 
@@ -511,7 +535,7 @@ def test_a_stale_save_offers_the_latest_with_my_edits_re_applied(workspace, scen
     first, *_ = webapp.upload(workspace, [str(scenes[0])], "ana", "", STRETCH, None)
     row = webapp.queue_rows(workspace)[0]
     select = gr.SelectData(None, {"index": [0, 0], "value": "", "row_value": row})
-    second, *_ = webapp.open_from_queue(workspace, select, "", STRETCH, None)
+    second, *_ = webapp.open_from_queue(workspace, select, "ana", "", STRETCH, None)
     assert webapp.stale_offer(second).visible is False
     webapp.gesture(gesture("stroke", [[5.5, 5.5], [30.5, 5.5]], radius=3.0), first)  # ana paints a band on top
     webapp.save(workspace, "needs-work", "ana", "", first)

@@ -212,7 +212,8 @@ def upload(workspace: Workspace, files, name: str, bands: str, stretch: str,
     picture = gr.skip()
     if added:
         first = next((image_id for image_id, known in added if not known), added[0][0])
-        session, picture, opened = _open_stored(workspace, first, bands, stretch, session)
+        author = _annotator(workspace, name, request)
+        session, picture, opened = _open_stored(workspace, first, bands, stretch, session, author)
         messages.insert(0, opened + _upload_counts([known for _, known in added]))
     return session, picture, "\n\n".join(messages)
 
@@ -232,25 +233,35 @@ def open_example(workspace: Workspace, name: str, bands: str, stretch: str,
     return upload(workspace, [str(EXAMPLE)], name, bands, stretch, session, request, progress)
 
 
-def open_from_queue(workspace: Workspace, evt: gr.SelectData, bands: str, stretch: str,
-                    session: Optional[LabelingSession], progress=TILE_PROGRESS):  # fmt: skip
+def open_from_queue(workspace: Workspace, evt: gr.SelectData, name: str, bands: str, stretch: str,
+                    session: Optional[LabelingSession], request: gr.Request = None,
+                    progress=TILE_PROGRESS):  # fmt: skip
     row = evt.row_value if evt is not None else None
     if not row:
         return session, *_view(session, "Pick an image in the queue.")
-    return _open_stored(workspace, row[-1], bands, stretch, session)
+    return _open_stored(workspace, row[-1], bands, stretch, session, _annotator(workspace, name, request))
 
 
 def _open_stored(workspace: Workspace, image_id: str, bands: str, stretch: str,
-                 session: Optional[LabelingSession]):  # fmt: skip
+                 session: Optional[LabelingSession], author: str):  # fmt: skip
+    """Open a stored image for ``author``, with their draft of it replayed."""
     try:
         new = LabelingSession.open_stored(workspace, image_id, _bands(bands), STRETCHES[stretch])
     except USER_ERRORS as error:
         return session, *_view(session, problem(f"Cannot open {workspace.image_name(image_id)}: {error}"))
-    left = ""
-    if session is not None and session.unsaved and session.correction.prompts:
-        left = note(f"Unsaved edits on {session.name} were left behind; it still holds what was last saved.")
+    restored = new.restore_draft(author)
     _close(session)
-    return new, *_view(new, _describe(new) + left)
+    return new, *_view(new, _describe(new) + _left_behind(session) + (note(restored) if restored else ""))
+
+
+def _left_behind(session: Optional[LabelingSession]) -> str:
+    """What became of the unsaved edits on the image just left."""
+    if session is None or not session.unsaved or session.correction.prompts == session.opened_prompts:
+        return ""
+    if session.author:
+        return note(f"Your unsaved edits on {session.name} are kept as a draft: they come back when you open it again.")
+    return note(f"Unsaved edits on {session.name} were left behind (no name to keep a draft under); it still holds "
+                "what was last saved.")  # fmt: skip
 
 
 def gesture(evt: gr.EventData, session: Optional[LabelingSession]):
@@ -267,6 +278,7 @@ def gesture(evt: gr.EventData, session: Optional[LabelingSession]):
     except USER_ERRORS as error:
         return gr.skip(), problem(f"{what} not applied: {error}")
     milliseconds = (time.perf_counter() - start) * 1000
+    session.keep_draft()
     done = f"{what}: mask updated in {milliseconds:.0f} ms."
     fallback = note(f"Note: {session.correction.note}.") if session.correction.note else ""
     return scene(session), done + fallback
@@ -294,6 +306,7 @@ def edit(action: str, session: Optional[LabelingSession]):
         getattr(session.correction, action)()
     except USER_ERRORS as error:
         return gr.skip(), str(error).capitalize() + "."
+    session.keep_draft()
     done = {"undo": "Undone", "redo": "Redone", "reset": "Back to the automatic mask"}[action]
     return scene(session), f"{done}; {len(session.correction.prompts)} edit(s) in effect."
 
@@ -329,6 +342,8 @@ def reapply(session: Optional[LabelingSession]):
     except USER_ERRORS as error:
         return session, gr.skip(), problem(f"Cannot reopen {session.name}: {error}")
     applied = len(session.edits_since_open()) - skipped
+    latest.author = session.author
+    latest.keep_draft()
     _close(session)
     message = (f"{latest.message} Re-applied {applied} of your edit(s) on top"
                + (f"; {skipped} no longer apply" if skipped else "") + ". Check the mask, then save.")  # fmt: skip
@@ -348,7 +363,7 @@ def open_next(workspace: Workspace, message: str, bands: str, stretch: str,
     following = workspace.next_pending(session.image_id)
     if following is None or following == session.image_id:
         return session, gr.skip(), message + " No image is waiting for review."
-    session, picture, opened = _open_stored(workspace, following, bands, stretch, session)
+    session, picture, opened = _open_stored(workspace, following, bands, stretch, session, session.author)
     return session, picture, f"{message} Next: {opened}"
 
 
@@ -635,7 +650,8 @@ def build_ui(workspace: Workspace) -> gr.Blocks:
                          api_name="upload", **model_work),
             example.click(bind(open_example, workspace), [name, bands, stretch, session], view,
                           api_name="example", **model_work),
-            queue.select(bind(open_from_queue, workspace), [bands, stretch, session], view, api_name="open", **model_work),
+            queue.select(bind(open_from_queue, workspace), [name, bands, stretch, session], view, api_name="open",
+                         **model_work),
         ]  # fmt: skip
         opened[0].then(lambda: None, None, files, api_name=False)  # the next upload sends only new files
         canvas.gesture(gesture, session, [canvas, info], api_name=False, concurrency_id="edits", concurrency_limit=4)
