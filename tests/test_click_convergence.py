@@ -83,21 +83,28 @@ def test_a_positive_click_inside_a_missed_part_raises_iou(chosen_scenes, prompte
     assert len(gains) >= 8 and np.mean(gains) > 0 and sum(g > 0 for g in gains) > len(gains) / 2, gains
 
 
-def test_a_negative_click_on_a_false_alarm_removes_no_labelled_pixel_outside_its_region(scenes, prompter):
-    tried = 0
+def negative_clicks_on_false_alarms(scenes, prompter):
+    """(pair, label, automatic mask, (row, col), mask after) for one negative click at the deepest
+    pixel of each scene's false alarms (where they are at least two pixels deep)."""
     for pair, label, valid, automatic in scenes:
         depth, row, col = interior_depth(automatic & ~label & valid)
         if depth < 2:
             continue
+        with RasterImage(pair.image) as image:
+            session = CorrectionSession(image, pair.name, automatic, prompter)
+            session.click(col + 0.5, row + 0.5, False)
+        yield pair, label, automatic, (row, col), session.mask
+
+
+def test_a_negative_click_on_a_false_alarm_removes_no_labelled_pixel_outside_its_region(scenes, prompter):
+    tried = 0
+    for pair, _, automatic, (row, col), after in negative_clicks_on_false_alarms(scenes, prompter):
         tried += 1
         region, (left, top, width, height) = click_region(automatic, PointClick(col, row, False), 4096)
         outside = np.ones_like(automatic)
         outside[top : top + height, left : left + width] = ~region
-        with RasterImage(pair.image) as image:
-            session = CorrectionSession(image, pair.name, automatic, prompter)
-            session.click(col + 0.5, row + 0.5, False)
-        assert np.array_equal(session.mask[outside], automatic[outside]), pair.name  # only its region changes
-        assert not session.mask[row, col]
+        assert np.array_equal(after[outside], automatic[outside]), pair.name  # only its region changes
+        assert not after[row, col]
     assert tried >= 2
 
 
@@ -106,17 +113,11 @@ def test_a_negative_click_on_a_false_alarm_removes_no_landslide_far_from_it(chos
     labelled landslide farther than ``FAR`` pixels from the click (the whole answer did on half of
     them, bench/bench_negative_clicks.py)."""
     tried = 0
-    for pair, label, valid, automatic in chosen_scenes:
-        depth, row, col = interior_depth(automatic & ~label & valid)
-        if depth < 2:
-            continue
+    for pair, label, automatic, (row, col), after in negative_clicks_on_false_alarms(chosen_scenes, prompter):
         tried += 1
-        with RasterImage(pair.image) as image:
-            session = CorrectionSession(image, pair.name, automatic, prompter)
-            session.click(col + 0.5, row + 0.5, False)
         rows, cols = np.indices(label.shape)
         far = (rows - row) ** 2 + (cols - col) ** 2 > FAR**2
-        assert not (automatic & ~session.mask & label & far).any(), pair.name
+        assert not (automatic & ~after & label & far).any(), pair.name
     assert tried >= 5
 
 
