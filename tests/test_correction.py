@@ -184,17 +184,18 @@ def test_on_a_small_window_the_fallback_disk_stays_within_a_twentieth_of_its_sid
 def test_an_answer_that_undoes_an_earlier_click_is_dropped():
     mask = np.zeros((100, 100), bool)
     mask[20:80, 20:80] = True
-    earlier = PointClick(70, 50, True)  # the analyst marked the east part as landslide
-    click = PointClick(30, 50, False)  # and now removes the west part
+    earlier = PointClick(40, 50, True)  # the analyst marked this part as landslide
+    click = PointClick(30, 50, False)  # and now removes the part just west of it
     refinement = plan(mask, [earlier], click, 100, 100)
-    answer = np.zeros_like(mask)  # the decoder's answer agrees at the click but drops the east part too
+    answer = np.zeros_like(mask)  # the decoder's answer agrees at the click but drops the earlier click too
     after, fallback = merged(mask, refinement, answer, click, output_side=256)
-    assert fallback == "undid an earlier click" and after[50, 70] and not after[50, 30]  # a disk is cut instead
+    assert fallback == "undid an earlier click" and after[50, 40] and not after[50, 30]  # a disk is cut instead
     assert np.count_nonzero(mask & ~after) < np.count_nonzero(mask) / 5
     painted_over = mask.copy()
-    painted_over[40:60, 60:80] = False  # since the click the analyst erased its pixel: no constraint left
+    painted_over[45:55, 38:43] = False  # since the click the analyst erased its pixel: no constraint left
     after, fallback = merged(painted_over, plan(painted_over, [earlier], click, 100, 100), answer, click)
-    assert fallback == "" and not after.any()
+    assert fallback == "" and not after[50, 30] and not after[35, 40]
+    assert after[50, 75] and after[75, 75]  # the far side stays: a negative click cuts near itself
 
 
 def _disk_of(side, x, y, radius):

@@ -47,6 +47,7 @@ FALLBACK_OUTPUT_PIXELS = 2  # the consistency disk's smallest radius, in decoder
 FALLBACK_REACH = 4  # its largest radius over its smallest
 FALLBACK_WINDOW_SHARE = 0.05  # and its largest radius, when larger than the smallest, over the window's longer side
 LINK_OUTPUT_PIXELS = 1.5  # a negative click's cut: links narrower than this (decoder output pixels) are broken
+CUT_DEPTHS = 2  # and it reaches this many times the click's depth in the mask from the click
 _EIGHT = np.ones((3, 3), bool)
 
 
@@ -159,7 +160,7 @@ def merged(current: np.ndarray, refinement: Refinement, answer: np.ndarray, clic
         kept = np.isin(labels, ids[ids > 0])
         new = (current & ~region) | kept
     else:
-        new = current & ~cut_at_click(region & ~answer, x, y, output_side)
+        new = current & ~cut_at_click(region & ~answer, x, y, output_side, current)
     if valid is not None:
         new &= valid | current  # nothing is added on nodata
     if bool(new[y, x]) != click.positive:
@@ -171,12 +172,18 @@ def merged(current: np.ndarray, refinement: Refinement, answer: np.ndarray, clic
     return disk_edit(current, refinement, click, valid, output_side), reason
 
 
-def cut_at_click(removed: np.ndarray, x: int, y: int, output_side: int = 256) -> np.ndarray:
+def cut_at_click(removed: np.ndarray, x: int, y: int, output_side: int = 256,
+                 current: Optional[np.ndarray] = None) -> np.ndarray:  # fmt: skip
     """What a negative click at (x, y) takes out of the pixels its answer ``removed``: the piece it
     lands in or touches, once links narrower than ``LINK_OUTPUT_PIXELS`` decoder pixels are broken
     (a strip shaved off along the whole outline), with that piece's own edges; else a disk of that
-    width around the click."""
+    width around the click. With the ``current`` mask, never farther from the click than
+    ``CUT_DEPTHS`` times the click's depth in it (its distance to unmarked pixels) plus that width:
+    a click near the edge of a landslide trims that edge, not the landslide's far side."""
     width = max(1.0, LINK_OUTPUT_PIXELS * max(removed.shape) / output_side)
+    if current is not None:
+        reach = CUT_DEPTHS * _distance_to(~current, x, y, max(removed.shape)) + width + REACH
+        removed = removed & _disk(removed.shape, x, y, reach)
     core = ndimage.distance_transform_edt(removed) > width / 2
     labels, _ = ndimage.label(core, _EIGHT)
     ids = np.unique(labels[_disk(removed.shape, x, y, REACH + width)])
