@@ -184,12 +184,12 @@ def cut_at_click(removed: np.ndarray, x: int, y: int, output_side: int = 256,
     if current is not None:
         reach = CUT_DEPTHS * _distance_to(~current, x, y, max(removed.shape)) + width + REACH
         removed = removed & _disk(removed.shape, x, y, reach)
-    core = ndimage.distance_transform_edt(removed) > width / 2
-    labels, _ = ndimage.label(core, _EIGHT)
-    ids = np.unique(labels[_disk(removed.shape, x, y, REACH + width)])
+    near = _disk(removed.shape, x, y, REACH + width)
+    labels, _ = ndimage.label(ndimage.distance_transform_edt(removed) > width / 2, _EIGHT)
+    ids = np.unique(labels[near])
     piece = np.isin(labels, ids[ids > 0])
     if not piece.any():
-        return removed & _disk(removed.shape, x, y, REACH + width)
+        return removed & near
     return removed & (ndimage.distance_transform_edt(~piece) <= width / 2 + 1)
 
 
