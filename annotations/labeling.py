@@ -29,6 +29,7 @@ from translandseg.predict import DEFAULT_THRESHOLD, Predictor, tile_starts
 from translandseg.raster import STRETCH_PERCENTILES, ImageReadError, RasterImage
 
 from .accounts import Accounts
+from .ranking import queue_order
 from .store import AnnotationStore, Revision, StaleWrite, session_prompts, stored_prompts
 from .training_runs import activate, active_model
 
@@ -99,8 +100,9 @@ class Workspace:
         return AnnotationStore(self.db_path)
 
     def queue(self) -> List[Dict]:
+        """The store's queue, in the store's ``queue_order``."""
         with self.store() as store:
-            return store.queue()
+            return store.queue(queue_order(store))
 
     def next_pending(self, after: Optional[str] = None) -> Optional[str]:
         """The first pending image after ``after`` in queue order (wrapping round), or None."""
@@ -193,6 +195,7 @@ class LabelingSession:
         self._backdrop = self.quicklook
         self.sent_view: Optional[str] = None  # the view whose picture the browser has (app.canvas)
         self.author = ""  # who works on it: their unsaved edits are kept as their draft
+        self.leaving_for: Optional[str] = None  # an image asked to open while edits here are unsaved
 
     @classmethod
     def open_stored(cls, workspace: Workspace, image_id: str, bands: Optional[Sequence[int]] = None,
@@ -351,15 +354,26 @@ class LabelingSession:
                 skipped += 1
         return latest, skipped
 
+    @property
+    def edited_unsaved(self) -> bool:
+        """Whether edits made here (or restored from a draft) are not saved yet."""
+        return self.unsaved and self.correction.prompts != self.opened_prompts
+
     def keep_draft(self) -> None:
         """Keep the edits not yet saved as the author's draft of this image (drop it when none are)."""
         if not self.author:
             return
         with self.workspace.store() as store:
-            if self.unsaved and self.correction.prompts != self.opened_prompts:
+            if self.edited_unsaved:
                 store.keep_draft(self.image_id, self.author, stored_prompts(self.correction.prompts),
                                  self.revision.annotation_id)  # fmt: skip
             else:
+                store.drop_draft(self.image_id, self.author)
+
+    def discard_edits(self) -> None:
+        """Forget the unsaved edits: the author's draft of this image is dropped."""
+        if self.author:
+            with self.workspace.store() as store:
                 store.drop_draft(self.image_id, self.author)
 
     def restore_draft(self, author: str) -> str:

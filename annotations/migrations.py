@@ -147,5 +147,15 @@ def _drafts(db: Database) -> None:
     )
 
 
-MIGRATIONS = [_initial_schema, _retraining, _painting, _drafts]
+def _uncertainty(db: Database) -> None:
+    """How unsure each model version is of each image's automatic mask (``ranking``), so the queue
+    can put the images a version is least sure of first."""
+    db["uncertainty"].create(
+        {"image_id": str, "model_version": str, "score": float, "scored_at": str},
+        pk=("image_id", "model_version"),
+        foreign_keys=[("image_id", "images", "id")],
+    )
+
+
+MIGRATIONS = [_initial_schema, _retraining, _painting, _drafts, _uncertainty]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -31,6 +31,7 @@ from .migrations import MIGRATIONS, SCHEMA_VERSION
 
 SOURCES = ("automatic", "clicked", "painted", "clicked+painted", "imported", "manual")
 STATUSES = ("pending", "accepted", "rejected", "needs-work")
+QUEUE_ORDERS = ("added", "uncertainty")
 BUSY_TIMEOUT_MS = 30_000
 MAX_STORED_BYTES = 256 * 1024 * 1024  # larger images are referenced by path only
 
@@ -379,16 +380,29 @@ class AnnotationStore:
         ]
         return [a for a in annotations if statuses is None or a.status in statuses]
 
-    def queue(self) -> List[Dict]:
-        """Every image in the order added, with the review status of its latest annotation
-        ("pending" when unreviewed or not yet labelled), who labelled it, and who reviewed it
-        (``reviewer``), why (``reason``) and when (``reviewed_at``)."""
+    def queue(self, order: str = "added") -> List[Dict]:
+        """Every image with the review status of its latest annotation ("pending" when unreviewed
+        or not yet labelled), who labelled it, who reviewed it (``reviewer``), why (``reason``) and
+        when (``reviewed_at``), and the active version's ``uncertainty`` of it (None: not scored).
+        ``order``: "added" (the order images came in) or "uncertainty" (the scored images, the
+        least certain first, then the rest as added)."""
+        if order not in QUEUE_ORDERS:
+            raise StoreError(f"queue order must be one of {QUEUE_ORDERS}, not {order!r}")
+        by_uncertainty = "u.score is null, u.score desc," if order == "uncertainty" else ""
         query = f"""
             select i.id, i.name, i.width, i.height, coalesce(l.status, 'pending') as status, l.annotator,
-                   l.id is not null as labelled, l.reviewer, l.reason, l.reviewed_at
+                   l.id is not null as labelled, l.reviewer, l.reason, l.reviewed_at, u.score as uncertainty
             from images i left join ({_LATEST_SQL.format(where='')}) l on l.image_id = i.id
-            order by i.added_at, i.id"""
+            left join uncertainty u on u.image_id = i.id
+                and u.model_version = (select version from models where active = 1)
+            order by {by_uncertainty} i.added_at, i.id"""
         return list(self.db.query(query))
+
+    def record_uncertainty(self, image_id: str, model_version: str, score: float) -> None:
+        """Keep how unsure ``model_version`` is of an image (``ranking.score_images``)."""
+        row = {"image_id": image_id, "model_version": model_version, "score": score, "scored_at": now()}
+        with self.writing() as db:
+            db["uncertainty"].upsert(row, pk=("image_id", "model_version"))
 
     def latest_review(self, image_id: str) -> Optional[Dict]:
         """The image's newest review, of whichever of its labels: status, reviewer, reason,

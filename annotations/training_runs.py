@@ -147,6 +147,20 @@ def process_alive(pid: int) -> bool:
 # model versions ----------------------------------------------------------------------------
 
 
+def lineage(store: AnnotationStore) -> List[Dict]:
+    """Every model version, oldest first, with what made it: ``labels``, how many of the store's
+    labels its run learnt from and was validated on (0 for a version registered from a file);
+    ``base_version``, the version the run started from, and ``base_metrics``, that version's
+    figures on the same validation images (empty for a fresh start or a file)."""
+    rows = store.db.query("""
+        select m.version, m.active, m.created_at, m.metrics, m.training_snapshot, r.base_version,
+               r.baseline_metrics as base_metrics,
+               (select count(*) from snapshot_annotations s where s.run_id = m.run_id) as labels
+        from models m left join training_runs r on r.id = m.run_id order by m.id""")
+    return [dict(row, metrics=json.loads(row["metrics"] or "{}"), base_metrics=json.loads(row["base_metrics"] or "{}"))
+            for row in rows]  # fmt: skip
+
+
 def active_model(store: AnnotationStore) -> Optional[Dict]:
     return next((m for m in store.models() if m["active"]), None)
 

@@ -159,8 +159,8 @@ def test_unsaved_edits_are_kept_as_a_draft_and_restored_on_reopening(workspace, 
     webapp.gesture(gesture("stroke", [[5, 5], [20, 5]], radius=3), session)
     edited, first_id = session.mask.copy(), session.image_id
     select.row_value[-1] = next(row[-1] for row in webapp.queue_rows(workspace) if row[-1] != first_id)
-    other, _, info = webapp.open_from_queue(workspace, select, "ana", "", STRETCH, session)
-    assert "kept as a draft" in info
+    asked, _, info = webapp.open_from_queue(workspace, select, "ana", "", STRETCH, session)
+    assert asked is session and session.leaving_for == select.row_value[-1] and "unsaved edits" in info
     select.row_value[-1] = first_id  # as after a reload: a new browser session, nothing in memory
     again, _, info = webapp.open_from_queue(workspace, select, "ana", "", STRETCH, None)
     assert "Restored 2 unsaved edit(s)" in info and np.array_equal(again.mask, edited) and again.unsaved
@@ -172,6 +172,41 @@ def test_unsaved_edits_are_kept_as_a_draft_and_restored_on_reopening(workspace, 
     webapp.gesture(gesture("stroke", [[30, 30], [40, 30]], radius=3), bea)  # a draft on the label before ana's
     _, _, info = webapp.open_from_queue(workspace, select, "bea", "", STRETCH, None)
     assert "earlier label" in info and "dropped" in info
+
+
+def test_leaving_an_image_with_unsaved_edits_asks_save_discard_or_stay(workspace, scenes):
+    """Issue 31.2: opening another image over unsaved edits asks first; each answer does what it says."""
+    session, *_ = webapp.upload(workspace, [str(s) for s in scenes], "ana", "", STRETCH, None)
+    first, second = session.image_id, next(row[-1] for row in webapp.queue_rows(workspace) if row[-1] != session.image_id)
+    select = gr.SelectData(None, {"index": [0, 0], "value": "", "row_value": ["", "", "", "", second]})
+
+    def edit_then_leave():
+        click(session, 45, 40)
+        asked, picture, info = webapp.open_from_queue(workspace, select, "ana", "", STRETCH, session)
+        assert asked is session and session.image_id == first and "save them, discard them, or stay" in info
+        assert webapp.leave_offer(session).visible
+
+    edit_then_leave()
+    stayed, _, info = webapp.leave(workspace, "stay", "ana", "", "", STRETCH, session)
+    assert stayed is session and "Still on" in info and session.edited_unsaved and not session.leaving_for
+    assert not webapp.leave_offer(session).visible
+    asked, *_ = webapp.open_from_queue(workspace, select, "ana", "", STRETCH, session)
+    opened, _, info = webapp.leave(workspace, "discard", "ana", "", "", STRETCH, session)
+    assert opened.image_id == second and "Discarded" in info
+    with AnnotationStore(workspace.db_path) as store:
+        assert store.draft(first, "ana") is None and store.latest_annotation(first) is None
+    select.row_value[-1] = first
+    session, *_ = webapp.open_from_queue(workspace, select, "ana", "", STRETCH, opened)  # nothing unsaved: opens
+    select.row_value[-1] = second
+    edit_then_leave()
+    mask = session.mask.copy()
+    refused, _, info = webapp.leave(workspace, "save", "", "", "", STRETCH, session)  # no name: not saved, stays
+    assert refused is session and "Enter your name" in info
+    asked, *_ = webapp.open_from_queue(workspace, select, "ana", "", STRETCH, session)
+    opened, _, info = webapp.leave(workspace, "save", "ana", "", "", STRETCH, session)
+    assert opened.image_id == second and info.startswith("Saved")
+    with AnnotationStore(workspace.db_path) as store:
+        assert np.array_equal(store.latest_annotation(first).mask, mask)
 
 
 def test_export_tab_offers_a_zip(workspace, scenes):

@@ -371,6 +371,41 @@ def test_browser_ctrl_z_undoes_the_mask_not_the_name(sync_playwright, server, tm
                     "where i.name = 'undo-scene.tif'") == [("undo-user",)]
 
 
+def test_browser_asks_before_leaving_unsaved_edits(sync_playwright, server, tmp_path):
+    """Issue 31.2: with unsaved edits, picking another queue row asks save / discard / stay; Stay
+    keeps the image and its edits, Save stores them and opens the other image."""
+    url, db = server
+    rng = np.random.default_rng(11)
+    first, second = (write_geotiff(tmp_path / f"{name}.tif", rng.integers(0, 255, (3, 90, 120), dtype=np.uint8))
+                     for name in ("leave-first", "leave-second"))  # fmt: skip
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        info = page.locator("#info")
+        try:
+            page.goto(url)
+            page.locator("#annotator textarea, #annotator input").first.fill("leave-user")
+            page.locator("#upload input[type=file]").set_input_files([str(first), str(second)])
+            info.get_by_text("leave-first.tif: 120x90 px").wait_for(timeout=60_000)
+            box = page.locator("#canvas-surface").bounding_box()
+            page.mouse.click(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.5)
+            info.get_by_text("mask updated in").wait_for(timeout=60_000)
+            page.locator("#queue span.text", has_text="leave-second.tif").first.click()
+            info.get_by_text("save them, discard them, or stay").wait_for(timeout=60_000)
+            page.locator("#leave-stay").click()
+            info.get_by_text("Still on leave-first.tif").wait_for(timeout=30_000)
+            page.locator("#leave").wait_for(state="hidden", timeout=30_000)
+            page.locator("#queue span.text", has_text="leave-second.tif").first.click()
+            page.locator("#leave-save").click()
+            info.get_by_text("leave-second.tif: 120x90 px").wait_for(timeout=60_000)
+            assert "Saved leave-first.tif" in info.inner_text()
+        finally:
+            page.screenshot(path=str(ARTIFACTS / "browser_leave_unsaved.png"), full_page=True)
+            browser.close()
+    assert rows(db, "select a.source, a.annotator from annotations a join images i on i.id = a.image_id "
+                    "where i.name = 'leave-first.tif'") == [("clicked", "leave-user")]
+
+
 def test_browser_canvas_and_review_stay_in_view_and_the_queue_fits(sync_playwright, server, tmp_path):
     """Issue 31.6 (and 31.9): at 1024x700, after opening a queue row, the canvas and the review
     buttons are in the viewport; at 1400x900 the queue starts above the fold and its shown columns

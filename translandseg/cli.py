@@ -146,6 +146,8 @@ def _store_commands(commands) -> None:
     retrain.add_argument("--status", default="accepted", help="comma-separated review statuses to train on")
     retrain.add_argument("--epochs", type=int, default=10)
     retrain.add_argument("--minutes", type=float, default=30.0, help="time budget")
+    retrain.add_argument("--click-epochs", type=int, default=2,
+                         help="passes of simulated clicks for the point decoder (0: keep the active version's)")
     retrain.add_argument("--detach", action="store_true", help="start the run and return at once")
     retrain.add_argument("--cancel", action="store_true", help="cancel the running run instead")
     _model_options(retrain)
@@ -156,7 +158,19 @@ def _store_commands(commands) -> None:
     models.add_argument("--activate", metavar="VERSION", help="make VERSION active (also to roll back)")
     models.add_argument("--auto-activate", choices=("on", "off"),
                         help="activate new versions automatically when they beat the active one")
+    models.add_argument("--queue-order", choices=("uncertainty", "added"),
+                        help="the app's queue: the active version's least certain images first, or as added")
     models.set_defaults(run=_models)
+
+    rank = commands.add_parser("rank", help="score a label store's unlabelled images by the active version's uncertainty",
+                               description="Records the mean binary entropy of each unlabelled image's automatic "
+                               "probabilities, so the queue puts the least certain first (retraining does this "
+                               "for the versions it makes).")  # fmt: skip
+    rank.add_argument("--db", type=Path, required=True)
+    rank.add_argument("--limit", type=int, help="score at most this many (a fixed sample per version)")
+    rank.add_argument("--cache-dir", type=Path, help="where base checkpoints are cached")
+    rank.add_argument("--device", default="cpu")
+    rank.set_defaults(run=_rank)
 
     user = commands.add_parser("add-user", help="add an analyst to the app's users file (serve --users FILE)",
                                description="Adds NAME (or replaces its line) with a salted scrypt hash of the "
@@ -340,7 +354,7 @@ def _retrain(args) -> None:
     choice = choose_model(args.sam, args.sam_checkpoint, None, args.cache_dir)
     settings = RetrainSettings(choice.model_type, args.sam_checkpoint and str(args.sam_checkpoint),
                                args.cache_dir and str(args.cache_dir), args.device, tuple(args.status.split(",")),
-                               args.epochs, max_minutes=args.minutes)  # fmt: skip
+                               args.epochs, max_minutes=args.minutes, click_epochs=args.click_epochs)  # fmt: skip
     run_id, process = start_retraining(args.db, settings, requested_by="cli")
     print(f"run {run_id} started (pid {process.pid})", file=sys.stderr)
     if not args.detach:
@@ -376,6 +390,7 @@ def _follow(db: Path, run_id: int, epochs: int) -> None:
 
 def _models(args) -> None:
     from annotations import AnnotationStore
+    from annotations.ranking import set_queue_order
     from annotations.training_runs import activate, set_auto_activate
 
     with AnnotationStore(args.db) as store:
@@ -383,9 +398,36 @@ def _models(args) -> None:
             activate(store, args.activate)
         if args.auto_activate:
             set_auto_activate(store, args.auto_activate == "on")
+        if args.queue_order:
+            set_queue_order(store, args.queue_order)
         for model in store.models():
             print(f"{'*' if model['active'] else ' '} {model['version']:<40} {model['created_at']}  "
                   f"{json.dumps(model['metrics'])}")  # fmt: skip
+
+
+def _rank(args) -> None:
+    from tqdm import tqdm
+
+    from annotations import AnnotationStore
+    from annotations.ranking import score_images
+    from annotations.training_runs import active_model
+
+    from .loading import load_model
+
+    with AnnotationStore(args.db) as store:
+        active = active_model(store)
+        if active is None:
+            raise ValueError(f"{args.db} has no active model version to rank with; open it in the app first")
+        loaded = load_model(active["base_model"], adapter=Path(active["file"]), device=args.device,
+                            cache=args.cache_dir, download=False)  # fmt: skip
+        with tqdm(desc=f"ranking by {active['version']}", unit="image") as bar:
+
+            def advance(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            scored = score_images(store, loaded, active["version"], args.limit, advance)
+    print(f"{scored} images scored by {active['version']}")
 
 
 def _add_user(args) -> None:

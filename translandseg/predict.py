@@ -180,6 +180,20 @@ class Predictor:
         self.predict_windows(image.read, image.height, image.width, write, progress)
         return mask
 
+    def uncertainty(self, image: RasterImage) -> float:
+        """How unsure the automatic mask of ``image`` is: the mean binary entropy of its landslide
+        probabilities over its valid pixels, in bits (0: every pixel certain, 1: every one at 0.5)."""
+        total, count = 0.0, 0
+
+        def add(window: Window, prob: np.ndarray) -> None:
+            nonlocal total, count
+            _, valid = image.read(window)
+            total += float(binary_entropy(prob[valid]).sum())
+            count += int(valid.sum())
+
+        self.predict_windows(image.read, image.height, image.width, add)
+        return total / count if count else 0.0
+
     def predict_windows(self, read: ReadWindow, height: int, width: int, write: WriteWindow,
                         progress: bool = False) -> None:  # fmt: skip
         """Landslide probabilities over a ``height`` x ``width`` image, written a band of rows at a time."""
@@ -219,6 +233,12 @@ class Predictor:
             write(Window(0, top, width, done), weighted[:done] / total[:done])
             weighted, total = _shift(weighted, done), _shift(total, done)
         bar.close()
+
+
+def binary_entropy(prob: np.ndarray) -> np.ndarray:
+    """The entropy in bits of a yes/no outcome of probability ``prob``, elementwise."""
+    p = np.clip(prob.astype(np.float64), 1e-7, 1 - 1e-7)
+    return -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
 
 
 def _shift(buffer: np.ndarray, rows: int) -> np.ndarray:

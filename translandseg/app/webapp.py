@@ -17,6 +17,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a labeling tool
 import gradio as gr  # noqa: E402
+import pandas as pd  # noqa: E402  (gradio's own dependency, for its plots)
 
 from annotations.accounts import Accounts  # noqa: E402
 from annotations.exporting import FORMATS, describe_export, export_training_set  # noqa: E402
@@ -27,6 +28,7 @@ from annotations.training_runs import (  # noqa: E402
     activate,
     auto_activate,
     current_run,
+    lineage,
     request_cancel,
     set_auto_activate,
 )
@@ -50,7 +52,8 @@ STRETCHES = {"2-98 %": (2.0, 98.0), "0.5-99.5 %": (0.5, 99.5), "min-max": (0.0, 
 SHOW_CANVAS = """() => { const top = document.querySelector('#canvas-column')?.getBoundingClientRect().top;
   if (top !== undefined && (top < 0 || top > window.innerHeight / 2)) window.scrollBy({top: top - 4}); }"""
 NAME_KEY = "translandseg-annotator"  # where the browser keeps the typed name (without accounts)
-QUEUE_COLUMNS = ["name", "status", "who", "id"]  # who labelled and reviewed; the id opens the row, unshown
+QUEUE_COLUMNS = ["name", "status", "who", "unsure", "id"]  # who labelled and reviewed; the active version's
+# uncertainty (0-1 bits, "" where unscored); the id opens the row, unshown
 QUEUE_ORDER = ("unlabelled", "pending", "needs-work", "rejected", "accepted")  # what waits comes first
 ALL_IMAGES = "all images"
 TILE_PROGRESS = gr.Progress(track_tqdm=True)  # handlers that open images show the automatic mask's tiles
@@ -158,8 +161,9 @@ def _annotator(workspace: Workspace, name: str, request: Optional[gr.Request]) -
 
 def queue_rows(workspace: Workspace, shown: str = ALL_IMAGES) -> List[List[str]]:
     """The store's images for the queue table, what waits for work first; ``shown`` filters by status."""
-    rows = [[r["name"], r["status"] if r["labelled"] else "unlabelled", _who(r), r["id"]] for r in workspace.queue()]
-    rows.sort(key=lambda row: QUEUE_ORDER.index(row[1]))  # stable: in the order added within a status
+    rows = [[r["name"], r["status"] if r["labelled"] else "unlabelled", _who(r), _uncertainty(r["uncertainty"]), r["id"]]
+            for r in workspace.queue()]  # fmt: skip
+    rows.sort(key=lambda row: QUEUE_ORDER.index(row[1]))  # stable: in the store's queue order within a status
     return [row for row in rows if shown in (ALL_IMAGES, row[1])]
 
 
@@ -233,6 +237,10 @@ def open_example(workspace: Workspace, name: str, bands: str, stretch: str,
     return upload(workspace, [str(EXAMPLE)], name, bands, stretch, session, request, progress)
 
 
+def _uncertainty(score: Optional[float]) -> str:
+    return "" if score is None else f"{score:.2f}"
+
+
 def open_from_queue(workspace: Workspace, evt: gr.SelectData, name: str, bands: str, stretch: str,
                     session: Optional[LabelingSession], request: gr.Request = None,
                     progress=TILE_PROGRESS):  # fmt: skip
@@ -243,25 +251,46 @@ def open_from_queue(workspace: Workspace, evt: gr.SelectData, name: str, bands: 
 
 
 def _open_stored(workspace: Workspace, image_id: str, bands: str, stretch: str,
-                 session: Optional[LabelingSession], author: str):  # fmt: skip
-    """Open a stored image for ``author``, with their draft of it replayed."""
+                 session: Optional[LabelingSession], author: str, leave: bool = False):  # fmt: skip
+    """Open a stored image for ``author``, with their draft of it replayed. While the open image has
+    unsaved edits, another image is not opened unless ``leave``: the session asks first (``leaving_for``)."""
+    if session is not None and session.edited_unsaved and not leave and image_id != session.image_id:
+        session.leaving_for = image_id
+        return session, gr.skip(), note(f"{session.name} has unsaved edits: save them, discard them, or stay "
+                                        "(the buttons under the review column).")  # fmt: skip
     try:
         new = LabelingSession.open_stored(workspace, image_id, _bands(bands), STRETCHES[stretch])
     except USER_ERRORS as error:
         return session, *_view(session, problem(f"Cannot open {workspace.image_name(image_id)}: {error}"))
     restored = new.restore_draft(author)
     _close(session)
-    return new, *_view(new, _describe(new) + _left_behind(session) + (note(restored) if restored else ""))
+    return new, *_view(new, _describe(new) + (note(restored) if restored else ""))
 
 
-def _left_behind(session: Optional[LabelingSession]) -> str:
-    """What became of the unsaved edits on the image just left."""
-    if session is None or not session.unsaved or session.correction.prompts == session.opened_prompts:
-        return ""
-    if session.author:
-        return note(f"Your unsaved edits on {session.name} are kept as a draft: they come back when you open it again.")
-    return note(f"Unsaved edits on {session.name} were left behind (no name to keep a draft under); it still holds "
-                "what was last saved.")  # fmt: skip
+def leave_offer(session: Optional[LabelingSession]):
+    """The save / discard / stay choice, shown while an image waits to open over unsaved edits."""
+    return gr.Column(visible=bool(session is not None and session.leaving_for))
+
+
+def leave(workspace: Workspace, choice: str, name: str, reason: str, bands: str, stretch: str,
+          session: Optional[LabelingSession], request: gr.Request = None, progress=TILE_PROGRESS):  # fmt: skip
+    """Answer the question before leaving an image with unsaved edits: "save" them (then open the
+    waiting image; a refused save stays), "discard" them (drops the draft) or "stay"."""
+    waiting = session.leaving_for if session is not None else None
+    if waiting is None:
+        return session, gr.skip(), "Nothing waits to open."
+    session.leaving_for = None
+    if choice == "stay":
+        return session, gr.skip(), f"Still on {session.name}, with its unsaved edits."
+    done = f"Discarded the unsaved edits on {session.name}."
+    if choice == "save":
+        done, _ = save(workspace, None, name, reason, session, request)
+        if session.unsaved:
+            return session, gr.skip(), done
+    else:
+        session.discard_edits()
+    session, picture, opened = _open_stored(workspace, waiting, bands, stretch, session, session.author, leave=True)
+    return session, picture, f"{done} {opened}"
 
 
 def gesture(evt: gr.EventData, session: Optional[LabelingSession]):
@@ -464,7 +493,7 @@ def _snapshot_words(snapshot: str) -> str:
 
 # --- retraining ---------------------------------------------------------------------------------------
 
-VERSION_COLUMNS = ["version", "active", "created", "trained on", "validation mIoU", "IoU", "F1"]
+VERSION_COLUMNS = ["version", "active", "created", "trained on", "validation mIoU", "IoU", "F1", "what changed"]
 
 
 def retrain(workspace: Workspace, name: str, statuses: List[str], epochs: float, minutes: float,
@@ -510,14 +539,41 @@ def training_status(workspace: Workspace) -> str:
 
 
 def version_rows(workspace: Workspace) -> List[List[str]]:
+    """The versions, newest first: figures on their validation images and what changed from their base."""
     with workspace.store() as store:
-        models = store.models()
+        versions = lineage(store)
     rows = []
-    for m in reversed(models):
+    for m in reversed(versions):
         metrics = m["metrics"]
-        rows.append([m["version"], "yes" if m["active"] else "", m["created_at"][:19], _snapshot_words(m["training_snapshot"]),
-                     *(f"{metrics[k]:.3f}" if k in metrics else "" for k in ("miou", "iou", "f1"))])  # fmt: skip
+        rows.append([m["version"], "yes" if m["active"] else "", m["created_at"][:19], _trained_on(m),
+                     *(f"{metrics[k]:.3f}" if k in metrics else "" for k in ("miou", "iou", "f1")), _change(m)])  # fmt: skip
     return rows
+
+
+def _trained_on(version: Dict) -> str:
+    if version["labels"]:
+        return f"{version['labels']} labels of this store ({version['training_snapshot']})"
+    return _snapshot_words(version["training_snapshot"])
+
+
+def _change(version: Dict) -> str:
+    """What a retrained version changed: its base and the validation mIoU before and after."""
+    if not version["labels"]:
+        return "registered from its file"
+    text = f"from {version['base_version'] or 'a fresh adapter'}"
+    before, after = version["base_metrics"].get("miou"), version["metrics"].get("miou")
+    if before is not None and after is not None:
+        text += f": validation mIoU {before:.3f} -> {after:.3f} on the same images"
+    return text
+
+
+def version_plot(workspace: Workspace) -> pd.DataFrame:
+    """Each version's validation mIoU against the labels it learnt from, the active one marked."""
+    with workspace.store() as store:
+        versions = lineage(store)
+    rows = [{"labels": m["labels"], "validation mIoU": m["metrics"]["miou"], "version": m["version"],
+             "state": "active" if m["active"] else "other"} for m in versions if "miou" in m["metrics"]]  # fmt: skip
+    return pd.DataFrame(rows, columns=["labels", "validation mIoU", "version", "state"])
 
 
 def activate_version(workspace: Workspace, version: str) -> str:
@@ -552,6 +608,9 @@ def _model_tab(workspace: Workspace, name: gr.Textbox) -> None:
         auto = gr.Checkbox(auto_activate(store), label="Activate a new version automatically when its validation "
                            "mIoU beats the active version's")  # fmt: skip
     rows = version_rows(workspace)
+    plot = gr.ScatterPlot(version_plot(workspace), x="labels", y="validation mIoU", color="state",
+                          color_map={"active": "#d62728", "other": "#1f77b4"}, tooltip="all", height=220,
+                          x_title="labels learnt from", label="Versions by the labels they learnt from")  # fmt: skip
     versions = gr.Dataframe(rows, headers=VERSION_COLUMNS, label="Model versions", interactive=False)
     with gr.Row():
         pick = gr.Dropdown([r[0] for r in rows], label="Version", allow_custom_value=False)
@@ -565,13 +624,14 @@ def _model_tab(workspace: Workspace, name: gr.Textbox) -> None:
     auto.input(bind(set_auto, workspace), auto, None, api_name=False)
     activated = activate_button.click(bind(activate_version, workspace), pick, outcome, api_name="activate")
     activated.then(bind(model_report, workspace), None, report, api_name=False)
+    activated.then(bind(version_plot, workspace), None, plot, api_name=False)
     activated.then(bind(model_details, workspace), None, details, api_name=False)
 
     def poll():
         rows = version_rows(workspace)
-        return training_status(workspace), rows, gr.update(choices=[r[0] for r in rows])
+        return training_status(workspace), rows, gr.update(choices=[r[0] for r in rows]), version_plot(workspace)
 
-    gr.Timer(2.0).tick(poll, None, [status, versions, pick], api_name=False, show_progress="hidden")
+    gr.Timer(2.0).tick(poll, None, [status, versions, pick, plot], api_name=False, show_progress="hidden")
 
 
 def _bands(text: str) -> Optional[Tuple[int, ...]]:
@@ -610,7 +670,7 @@ def build_ui(workspace: Workspace) -> gr.Blocks:
                                                elem_id="queue-filter")  # fmt: skip
                     queue = gr.Dataframe(queue_rows(workspace), headers=QUEUE_COLUMNS, label="Queue (click to open)",
                                          interactive=False, elem_id="queue", max_height=360,
-                                         column_widths=["42%", "28%", "30%", "0%"])  # fmt: skip
+                                         column_widths=["36%", "24%", "26%", "14%", "0%"])  # fmt: skip
                     with gr.Accordion("Bands, stretch and view", open=False):
                         bands = gr.Textbox(label="Bands shown as R,G,B", placeholder="automatic: 4,3,2 for 4+ bands")
                         stretch = gr.Dropdown(list(STRETCHES), value="2-98 %", label="Stretch (non-8-bit data)")
@@ -633,6 +693,13 @@ def build_ui(workspace: Workspace) -> gr.Blocks:
                     reason = gr.Textbox(label="Reason (needed to reject)", elem_id="reason", lines=2)
                     reapply_button = gr.Button("Reopen the latest and re-apply my edits", visible=False,
                                                elem_id="reapply", variant="primary")  # fmt: skip
+                    with gr.Column(visible=False, elem_id="leave") as leave_panel:
+                        gr.Markdown("**Unsaved edits.** Open the other image after:")
+                        with gr.Row():
+                            leave_buttons = {choice: gr.Button(label, elem_id=f"leave-{choice}", size="sm", min_width=60,
+                                                               variant="primary" if choice == "save" else "secondary")
+                                             for choice, label in (("save", "Save"), ("discard", "Discard"),
+                                                                   ("stay", "Stay"))}  # fmt: skip
                     review = gr.Markdown(elem_id="latest-review")
         with gr.Tab("Export"):
             statuses = gr.CheckboxGroup(list(STATUSES), value=["accepted"], label="Latest review status")
@@ -670,11 +737,15 @@ def build_ui(workspace: Workspace) -> gr.Blocks:
                 opened.append(event.then(bind(open_next, workspace), [info, bands, stretch, session],
                                          view, api_name=False, **model_work))  # fmt: skip
         opened.append(reapply_button.click(reapply, session, view, api_name="reapply", **model_work))
+        for choice, button in leave_buttons.items():
+            opened.append(button.click(bind(leave, workspace, choice), [name, reason, bands, stretch, session], view,
+                                       api_name=f"leave-{choice}", **model_work))  # fmt: skip
         for event in opened:  # a new image may be open: whole view, fresh queue (the canvas resets its tools)
             event.then(view_choices, session, view_picker, api_name=False)
             event.then(None, js=SHOW_CANVAS, api_name=False)
             event.then(review_note, session, review, api_name=False)
             event.then(stale_offer, session, reapply_button, api_name=False)
+            event.then(leave_offer, session, leave_panel, api_name=False)
             event.then(bind(queue_rows, workspace), queue_filter, queue, api_name=False)
         queue_filter.input(bind(queue_rows, workspace), queue_filter, queue, api_name=False)
         demo.load(bind(queue_rows, workspace), queue_filter, queue, api_name=False)  # every new browser session

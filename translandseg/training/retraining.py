@@ -7,11 +7,15 @@ undisturbed. That process:
 1. writes the snapshot's images and labels to a temporary folder, split as recorded;
 2. loads the active version's adapter to start from (or a fresh ATL and the base decoder) and
    measures it on the validation split, so the new version is compared on the same images;
-3. trains with a time budget, reporting epoch, loss, validation metrics and ETA to the store,
-   and keeps the last epoch (``RetrainSettings.keep_last_epoch``);
-4. writes the adapter into ``models/`` next to the store (temporary file, then rename) and
+3. trains the automatic stage with a time budget, reporting epoch, loss, validation metrics and
+   ETA to the store, and keeps the last epoch (``RetrainSettings.keep_last_epoch``);
+4. trains the point decoder on simulated click sequences over the training labels, from the new
+   automatic masks (``click_epochs``; plain embeddings cached in ``models/embeddings`` for later runs);
+5. writes the adapter into ``models/`` next to the store (temporary file, then rename) and
    registers the version with its SHA-256, metrics and run; activates it only when the store's
-   ``auto_activate`` setting is on and it beats the active version's validation mIoU.
+   ``auto_activate`` setting is on and it beats the active version's validation mIoU;
+6. scores up to ``rank_images`` unlabelled images with the new version (``annotations.ranking``),
+   so the queue can offer the least certain first.
 
 SIGTERM (``request_cancel``) ends it as "cancelled"; an error as "failed" with the message;
 a SIGKILL leaves the run for ``reap_dead_runs`` to mark failed. No path changes the active
@@ -63,6 +67,8 @@ class RetrainSettings:
     # The last epoch is kept, so the validation images only measure: choosing the best epoch on
     # them would favour the new version in its comparison with the active one on those images.
     keep_last_epoch: bool = True
+    click_epochs: int = 2  # passes of simulated click sequences over the labels for the point decoder (0: kept as is)
+    rank_images: int = 100  # unlabelled images the new version scores for the queue's uncertainty order
 
 
 class Cancelled(Exception):
@@ -126,6 +132,8 @@ def _run(store: AnnotationStore, run_id: int) -> int:
         work = models_dir(store.path) / f"run-{run_id:04d}"
         result = train(loaded, train_pairs, val_pairs, work, train_config(settings), f"run {run_id}",
                        progress=False, on_epoch=lambda r: _report(store, run_id, r, settings.epochs))  # fmt: skip
+        if settings.click_epochs:
+            _train_clicks(store, run_id, loaded, train_pairs, settings, result)
     model_id, version = _register(store, run_id, result.adapter_path, loaded, result.best_metrics)
     shutil.rmtree(work, ignore_errors=True)
     message = (f"version {version} (epoch {result.best_epoch} of {settings.epochs}): "
@@ -136,8 +144,60 @@ def _run(store: AnnotationStore, run_id: int) -> int:
     if auto_activate(store) and result.best_metrics["miou"] > baseline.get("miou", -1.0):
         activate(store, version)
         message += "; activated automatically"
+    _rank(store, run_id, loaded, version, settings.rank_images)
     finish_run(store, run_id, "succeeded", message, model_id)
     return 0
+
+
+def _train_clicks(store: AnnotationStore, run_id: int, loaded, pairs: List[Pair], settings: RetrainSettings,
+                  result) -> None:  # fmt: skip
+    """Train the point decoder, from the active version's, on simulated click sequences over the
+    training labels from the new automatic masks; their plain embeddings are kept beside the store
+    for later runs. The adapter at ``result.adapter_path`` is written again with it."""
+    from ..adapter import AdapterInfo, save_adapter
+    from ..interactive.prompting import PointPrompter
+    from ..interactive.training import frame_cache, prepare_frames, train_point_decoder
+    from .recipe import automatic_masks
+
+    config = click_config(settings, loaded.clicks_primed)
+    prompter = PointPrompter.of(loaded, frame_cache(models_dir(store.path) / "embeddings"))
+    update_run(store, run_id, message=f"embedding {len(pairs)} labels for the clicks' decoder", eta_seconds=None)
+    frames = prepare_frames(prompter, pairs, automatic_masks(loaded), config, progress=False)
+    if not frames:
+        return  # no landslide in the training labels: nothing to click on
+    update_run(store, run_id, message=f"training the clicks' decoder, pass 1/{config.epochs}")
+
+    def report(epoch: Dict[str, float]) -> None:
+        following = epoch["epoch"] + 1
+        if following <= config.epochs:
+            update_run(store, run_id, message=f"training the clicks' decoder, pass {following}/{config.epochs}")
+
+    train_point_decoder(prompter, frames, config, progress=False, on_epoch=report)
+    loaded.prompt_decoder_tuned, loaded.clicks_primed = True, prompter.primed
+    model = loaded.model
+    info = AdapterInfo(loaded.model_type, loaded.sam_sha256, model.atl.variant.name, model.image_size,
+                       f"run {run_id}", result.best_metrics, loaded.clicks_primed)  # fmt: skip
+    save_adapter(model, result.adapter_path, info, loaded.prompt_decoder)
+
+
+def click_config(settings: RetrainSettings, primed: bool):
+    """How a run trains the point decoder: the default recipe's sequences, four orientations of
+    each label (a region's labels are few), ``settings.click_epochs`` passes."""
+    from ..interactive.training import ClickTrainConfig
+
+    return ClickTrainConfig(epochs=settings.click_epochs, click_weight=0.1, orientations=4, primed_clicks=primed,
+                            seed=settings.seed)  # fmt: skip
+
+
+def _rank(store: AnnotationStore, run_id: int, loaded, version: str, limit: int) -> None:
+    """Score up to ``limit`` unlabelled images with the new version, for the queue's order."""
+    from annotations.ranking import score_images
+
+    def report(done: int, total: int) -> None:
+        update_run(store, run_id, message=f"version {version} saved; ranking the queue: {done}/{total} images scored")
+
+    if limit:
+        score_images(store, loaded, version, limit, report)
 
 
 def train_config(settings: RetrainSettings):
