@@ -122,5 +122,6 @@ def test_a_campaign_of_two_rounds_labels_through_the_store_and_learns(tmp_path, 
             _, _, truth = load_pair(Pair(workspace.image_path(label.image_id), truths[name]))
             assert mask_iou(label.mask, truth) >= 0.9  # clicked to the target, or redrawn with polygons
     assert all(r.saved_iou >= 0.9 for r in campaign.labels)
-    print([r.figures["iou"] for r in records], [r.minutes for r in records])
-    assert records[-1].figures["iou"] > records[0].figures["iou"]  # the crafted region is learnt
+    # The crafted region is learnt, by the figure activation judges: held-out mIoU (the starting
+    # version marks half of every image; the tiny model learns the background first).
+    assert records[-1].figures["miou"] > records[0].figures["miou"] + 0.05
