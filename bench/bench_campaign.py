@@ -22,14 +22,14 @@ import random
 import sys
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from annotations import AnnotationStore
 from annotations.importing import import_images
 from annotations.labeling import Workspace
 from annotations.ranking import score_images, set_queue_order
 from translandseg.build import LITE
-from translandseg.data import read_split
+from translandseg.data import Pair, read_split
 from translandseg.default_model import DEFAULT_ADAPTER
 from translandseg.evaluation import evaluate
 from translandseg.interactive.embedding_cache import EmbeddingCache
@@ -65,13 +65,18 @@ def figures_on(test, click_images: int) -> callable:
     return measure
 
 
-def campaign(args) -> None:
-    train, test = read_split(args.samples, (REGION,))
-    pool = sorted(train, key=lambda p: p.name)
+def region_split(samples: Path, test_images: int) -> Tuple[List[Pair], List[Pair]]:
+    """(pool, test): the region's training side in a seeded random order, and a seeded
+    ``test_images`` of its test side."""
+    train, test = read_split(samples, (REGION,))
+    pool, test = sorted(train, key=lambda p: p.name), sorted(test, key=lambda p: p.name)
     random.Random(SEED).shuffle(pool)
-    test = sorted(test, key=lambda p: p.name)
     random.Random(SEED).shuffle(test)
-    test = test[: args.test_images]
+    return pool, test[:test_images]
+
+
+def campaign(args) -> None:
+    pool, test = region_split(args.samples, args.test_images)
     out = args.out or Path(f"runs/campaign-{args.order}")
     out.mkdir(parents=True, exist_ok=True)
     db = out / "labels.db"
