@@ -235,6 +235,8 @@ class LabelingSession:
         correction = CorrectionSession(image, image_id, base if base is not None else latest.mask,
                                        workspace.prompter, workspace.window_size)  # fmt: skip
         message = f"Restored the {latest.status} {latest.source} mask saved by {latest.annotator or 'someone'}"
+        if latest.model_version:
+            message += f", made on the automatic mask by {latest.model_version}"
         try:
             if prompts and not np.array_equal(correction.replay(prompts), latest.mask):
                 raise CorrectionError("they no longer reproduce it (another model or correction engine made them)")

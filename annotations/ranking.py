@@ -5,7 +5,9 @@ A version's uncertainty of an image is the mean binary entropy of its automatic 
 retraining run scores the images still waiting for a label with the version it made; ``translandseg
 rank`` scores them with any version. Scoring costs one automatic mask per image, so a ``limit``
 scores a sample of them, the same sample for the same version. The store's ``queue_order`` setting
-says which order the app's queue follows ("uncertainty" by default; bench/README.md measures it).
+says which order the app's queue follows: "uncertainty" (the least certain first) by default, since
+on a new region it taught the model more from the same number of labels (bench/README.md), or
+"added".
 """
 
 import hashlib

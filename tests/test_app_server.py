@@ -95,6 +95,28 @@ def scene(tmp_path, request) -> Path:
     return write_geotiff(tmp_path / "hillside.tif", data)
 
 
+def small_scenes(folder: Path, seed: int, *names: str):
+    """Random 120x90 GeoTIFFs, each of its own bytes (the store knows images by their bytes)."""
+    rng = np.random.default_rng(seed)
+    return [write_geotiff(folder / f"{name}.tif", rng.integers(0, 255, (3, 90, 120), dtype=np.uint8)) for name in names]
+
+
+@contextmanager
+def app_page(sync_playwright, url: str, name: str, screenshot: str):
+    """The app in Chromium at 1400x900, ``name`` typed as the analyst's; the page is saved as
+    ``screenshot`` when done, whatever happened."""
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        try:
+            page.goto(url)
+            page.locator("#annotator textarea, #annotator input").first.fill(name)
+            yield page
+        finally:
+            page.screenshot(path=str(ARTIFACTS / screenshot), full_page=True)
+            browser.close()
+
+
 def rows(db: Path, query: str, *params):
     with sqlite3.connect(db) as conn:
         return conn.execute(query, params).fetchall()
@@ -148,46 +170,36 @@ def test_browser_upload_click_save(sync_playwright, server, scene):
 
 def test_browser_queue_opens_images_reasons_clear_and_uploads_do_not_repeat(sync_playwright, server, tmp_path):
     url, db = server
-    rng = np.random.default_rng(7)
-    first, second = (write_geotiff(tmp_path / f"{name}.tif", rng.integers(0, 255, (3, 90, 120), dtype=np.uint8))
-                     for name in ("queue-first", "queue-second"))  # fmt: skip
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
+    first, second = small_scenes(tmp_path, 7, "queue-first", "queue-second")
+    with app_page(sync_playwright, url, "queue-user", "browser_queue_review.png") as page:
         info = page.locator("#info")
-        try:
-            page.goto(url)
-            page.locator("#annotator textarea, #annotator input").first.fill("queue-user")
-            page.locator("#upload input[type=file]").set_input_files([str(first), str(second)])
-            info.get_by_text("2 new image(s) added to the queue").wait_for(timeout=60_000)
-            page.locator("#upload").get_by_text("queue-second.tif").wait_for(state="detached", timeout=30_000)
-            page.locator("#queue span.text", has_text="queue-second.tif").first.click()  # the queue opens it
-            info.get_by_text("queue-second.tif: 120x90 px").wait_for(timeout=60_000)
-            for button in ("#reject", "#accept"):  # the review buttons are in view beside the canvas
-                box = page.locator(button).bounding_box()
-                assert box["y"] + box["height"] <= 900, button
-            page.locator("#sign-negative").click()
-            page.locator("#reject").click()  # no reason: refused, in red
-            refusal = info.locator(".tls-problem")
-            refusal.get_by_text("a rejection needs a reason").wait_for(timeout=30_000)
-            assert refusal.evaluate("e => getComputedStyle(e).color") == "rgb(185, 28, 28)"
-            page.locator("#reason textarea").fill("Road cut, not a landslide")
-            page.locator("#reject").click()
-            info.get_by_text("rejected. Next:").wait_for(timeout=60_000)
-            page.wait_for_function("document.querySelector('#reason textarea').value === ''", timeout=30_000)
-            page.wait_for_function("document.querySelector('#sign-positive').classList.contains('tls-on')",
-                                   timeout=30_000)  # fmt: skip
-            page.locator("#queue span.text", has_text="queue-first.tif").first.click()
-            info.get_by_text("queue-first.tif: 120x90 px").wait_for(timeout=60_000)
-            page.locator("#accept").click()
-            info.get_by_text("Saved queue-first.tif").wait_for(timeout=60_000)
-            other = browser.new_page(viewport={"width": 1400, "height": 900})  # a second analyst, fresh page
-            other.goto(url)
-            other.locator("#queue span.text", has_text="queue-first.tif").first.wait_for(timeout=30_000)
-            other.locator("#queue span.text", has_text="queue-second.tif").first.wait_for(timeout=30_000)
-        finally:
-            page.screenshot(path=str(ARTIFACTS / "browser_queue_review.png"), full_page=True)
-            browser.close()
+        page.locator("#upload input[type=file]").set_input_files([str(first), str(second)])
+        info.get_by_text("2 new image(s) added to the queue").wait_for(timeout=60_000)
+        page.locator("#upload").get_by_text("queue-second.tif").wait_for(state="detached", timeout=30_000)
+        page.locator("#queue span.text", has_text="queue-second.tif").first.click()  # the queue opens it
+        info.get_by_text("queue-second.tif: 120x90 px").wait_for(timeout=60_000)
+        for button in ("#reject", "#accept"):  # the review buttons are in view beside the canvas
+            box = page.locator(button).bounding_box()
+            assert box["y"] + box["height"] <= 900, button
+        page.locator("#sign-negative").click()
+        page.locator("#reject").click()  # no reason: refused, in red
+        refusal = info.locator(".tls-problem")
+        refusal.get_by_text("a rejection needs a reason").wait_for(timeout=30_000)
+        assert refusal.evaluate("e => getComputedStyle(e).color") == "rgb(185, 28, 28)"
+        page.locator("#reason textarea").fill("Road cut, not a landslide")
+        page.locator("#reject").click()
+        info.get_by_text("rejected. Next:").wait_for(timeout=60_000)
+        page.wait_for_function("document.querySelector('#reason textarea').value === ''", timeout=30_000)
+        page.wait_for_function("document.querySelector('#sign-positive').classList.contains('tls-on')",
+                               timeout=30_000)  # fmt: skip
+        page.locator("#queue span.text", has_text="queue-first.tif").first.click()
+        info.get_by_text("queue-first.tif: 120x90 px").wait_for(timeout=60_000)
+        page.locator("#accept").click()
+        info.get_by_text("Saved queue-first.tif").wait_for(timeout=60_000)
+        other = page.context.browser.new_page(viewport={"width": 1400, "height": 900})  # a second analyst
+        other.goto(url)
+        other.locator("#queue span.text", has_text="queue-first.tif").first.wait_for(timeout=30_000)
+        other.locator("#queue span.text", has_text="queue-second.tif").first.wait_for(timeout=30_000)
     reviews = rows(db, """select i.name, r.status, r.reason from reviews r join annotations a on a.id = r.annotation_id
                           join images i on i.id = a.image_id where i.name like 'queue-%' order by r.id""")  # fmt: skip
     assert reviews == [("queue-second.tif", "rejected", "Road cut, not a landslide"), ("queue-first.tif", "accepted", "")]
@@ -375,33 +387,23 @@ def test_browser_asks_before_leaving_unsaved_edits(sync_playwright, server, tmp_
     """Issue 31.2: with unsaved edits, picking another queue row asks save / discard / stay; Stay
     keeps the image and its edits, Save stores them and opens the other image."""
     url, db = server
-    rng = np.random.default_rng(11)
-    first, second = (write_geotiff(tmp_path / f"{name}.tif", rng.integers(0, 255, (3, 90, 120), dtype=np.uint8))
-                     for name in ("leave-first", "leave-second"))  # fmt: skip
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
+    first, second = small_scenes(tmp_path, 11, "leave-first", "leave-second")
+    with app_page(sync_playwright, url, "leave-user", "browser_leave_unsaved.png") as page:
         info = page.locator("#info")
-        try:
-            page.goto(url)
-            page.locator("#annotator textarea, #annotator input").first.fill("leave-user")
-            page.locator("#upload input[type=file]").set_input_files([str(first), str(second)])
-            info.get_by_text("leave-first.tif: 120x90 px").wait_for(timeout=60_000)
-            box = page.locator("#canvas-surface").bounding_box()
-            page.mouse.click(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.5)
-            info.get_by_text("mask updated in").wait_for(timeout=60_000)
-            page.locator("#queue span.text", has_text="leave-second.tif").first.click()
-            info.get_by_text("save them, discard them, or stay").wait_for(timeout=60_000)
-            page.locator("#leave-stay").click()
-            info.get_by_text("Still on leave-first.tif").wait_for(timeout=30_000)
-            page.locator("#leave").wait_for(state="hidden", timeout=30_000)
-            page.locator("#queue span.text", has_text="leave-second.tif").first.click()
-            page.locator("#leave-save").click()
-            info.get_by_text("leave-second.tif: 120x90 px").wait_for(timeout=60_000)
-            assert "Saved leave-first.tif" in info.inner_text()
-        finally:
-            page.screenshot(path=str(ARTIFACTS / "browser_leave_unsaved.png"), full_page=True)
-            browser.close()
+        page.locator("#upload input[type=file]").set_input_files([str(first), str(second)])
+        info.get_by_text("leave-first.tif: 120x90 px").wait_for(timeout=60_000)
+        box = page.locator("#canvas-surface").bounding_box()
+        page.mouse.click(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.5)
+        info.get_by_text("mask updated in").wait_for(timeout=60_000)
+        page.locator("#queue span.text", has_text="leave-second.tif").first.click()
+        info.get_by_text("save them, discard them, or stay").wait_for(timeout=60_000)
+        page.locator("#leave-stay").click()
+        info.get_by_text("Still on leave-first.tif").wait_for(timeout=30_000)
+        page.locator("#leave").wait_for(state="hidden", timeout=30_000)
+        page.locator("#queue span.text", has_text="leave-second.tif").first.click()
+        page.locator("#leave-save").click()
+        info.get_by_text("leave-second.tif: 120x90 px").wait_for(timeout=60_000)
+        assert "Saved leave-first.tif" in info.inner_text()
     assert rows(db, "select a.source, a.annotator from annotations a join images i on i.id = a.image_id "
                     "where i.name = 'leave-first.tif'") == [("clicked", "leave-user")]
 

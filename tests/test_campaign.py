@@ -45,9 +45,9 @@ def test_binary_entropy_is_one_bit_at_even_odds_and_none_when_sure():
 def test_uncertainty_is_deterministic_and_orders_the_queue(workspace):
     version = workspace.model.version
     with workspace.store() as store:
-        assert queue_order(store) == "uncertainty"  # the default; unscored images keep the order added
+        assert queue_order(store) == "uncertainty"  # the default (bench/README.md)
         added = [row["id"] for row in store.queue("added")]
-        assert [row["id"] for row in workspace.queue()] == added
+        assert [row["id"] for row in workspace.queue()] == added  # unscored images keep the order added
         assert score_images(store, workspace.model, version, limit=4) == 4
         assert unscored(store, version) == unscored(store, version) and len(unscored(store, version)) == 8
         assert score_images(store, workspace.model, version) == 8 and not unscored(store, version)
@@ -112,9 +112,11 @@ def test_a_campaign_of_two_rounds_labels_through_the_store_and_learns(tmp_path, 
 
     settings = tiny_settings(tiny_sam_checkpoint, epochs=30, click_epochs=1, rank_images=2, seed=0)
     campaign = Campaign(workspace, truths, (7, 10), settings, target_iou=0.9, max_clicks=3)
-    records = run_campaign(campaign, measure)
+    records = run_campaign(campaign, measure)  # in the default uncertainty order: each run ranks 2 images
     assert [r.labels for r in records] == [0, 7, 10] and all(r.run_status == "succeeded" for r in records[1:])
     with workspace.store() as store:
+        for version in (m["version"] for m in store.models() if m["run_id"]):
+            assert store.db.execute("select count(*) from uncertainty where model_version = ?", [version]).fetchone()[0] == 2
         accepted = store.latest_annotations(["accepted"])
         assert len(accepted) == 10 and all(store.prompts(a.id) for a in accepted)
         for label in accepted:

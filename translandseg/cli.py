@@ -159,7 +159,7 @@ def _store_commands(commands) -> None:
     models.add_argument("--auto-activate", choices=("on", "off"),
                         help="activate new versions automatically when they beat the active one")
     models.add_argument("--queue-order", choices=("uncertainty", "added"),
-                        help="the app's queue: the active version's least certain images first, or as added")
+                        help="the app's queue: the active version's least certain first (the default), or as added")
     models.set_defaults(run=_models)
 
     rank = commands.add_parser("rank", help="score a label store's unlabelled images by the active version's uncertainty",
