@@ -131,6 +131,7 @@ def test_an_old_store_is_migrated_to_number_its_prompts(tmp_path, scene):
         conn.execute("alter table prompts drop column prompt_no")
         conn.execute("alter table prompts drop column radius")
         conn.execute("drop table drafts")  # and before the later migrations
+        conn.execute("drop table uncertainty")
         painting = [m.__name__ for m in MIGRATIONS].index("_painting")
         conn.execute(f"pragma user_version = {painting}")
     with AnnotationStore(path) as store:
