@@ -7,22 +7,23 @@ from test_retraining import finished, tiny_settings, wait_for
 
 from annotations import AnnotationStore
 from annotations.importing import import_images, import_pairs
-from annotations.labeling import Workspace
+from annotations.labeling import LabelingSession, Workspace
 from annotations.ranking import queue_order, score_images, set_queue_order, unscored
-from annotations.store import StoreError
+from annotations.store import StoreError, encode_mask, session_prompts
 from annotations.training_runs import snapshot
 from conftest import write_pairs
 from translandseg.adapter import has_prompt_decoder
 from translandseg.data import Pair, find_pairs, load_pair
 from translandseg.evaluation import evaluate
+from translandseg.interactive.correction import Click
 from translandseg.interactive.embedding_cache import EmbeddingCache
 from translandseg.interactive.evaluation import mask_iou
 from translandseg.interactive.painting import Polygon, footprint
 from translandseg.loading import load_model
 from translandseg.predict import REFERENCE_PRECISION, Predictor, binary_entropy
 from translandseg.raster import RasterImage
-from translandseg.training.campaign import Campaign, outlines, run_campaign
-from translandseg.training.retraining import start_retraining
+from translandseg.training.campaign import Campaign, label_image, outlines, run_campaign
+from translandseg.training.retraining import replayed_frames, start_retraining
 
 
 @pytest.fixture
@@ -100,6 +101,27 @@ def test_retraining_teaches_the_clicks_from_the_accepted_labels_only(tmp_path, t
     base = load_model("tiny", tiny_sam_checkpoint, image_size=64).prompt_decoder.state_dict()
     assert any(not np.allclose(tuned[f"prompt_decoder.{k}"].float(), v.float()) for k, v in base.items()
                if f"prompt_decoder.{k}" in tuned)  # fmt: skip
+
+
+def test_the_analysts_clicks_are_replayed_for_training_only_where_they_reproduce_their_label(tmp_path, workspace):
+    pool = tmp_path / "pool"
+    truths = {pair.image.name: pair.label for pair in find_pairs(pool)}
+    items = []
+    for _ in range(3):
+        session = LabelingSession.open_stored(workspace, workspace.next_pending())
+        _, _, truth = load_pair(Pair(workspace.image_path(session.image_id), truths[session.name]))
+        label_image(session, truth, target_iou=0.99, max_clicks=3)
+        with workspace.store() as store:
+            items.append((store.latest_annotation(session.image_id).id, session.image_id, "train"))
+        session.close()
+    with workspace.store() as store:
+        tampered = store.latest_annotation(items[0][1])
+        store.db["annotations"].update(tampered.id, {"mask": encode_mask(~tampered.mask)})
+        frames, refused = replayed_frames(store, items + [(items[1][0], items[1][1], "val")], workspace.prompter)
+        assert refused == 1 and len(frames) == 2  # the tampered label is not used; validation labels never
+        for frame, (annotation_id, image_id, _) in zip(frames, items[1:], strict=True):
+            stored = [p.pixel for p in session_prompts(store.prompts(annotation_id)) if isinstance(p, Click)]
+            assert list(frame.clicks) == stored and np.array_equal(frame.label, store.latest_annotation(image_id).mask)
 
 
 def test_a_campaign_of_two_rounds_labels_through_the_store_and_learns(tmp_path, workspace, tiny_sam_checkpoint):

@@ -5,8 +5,9 @@ window the engine uses once the mask is near the landslide), with its plain-enco
 computed once. One step plays one analyst on a frame: the mask starts as the automatic model's
 mask of the frame or empty (``automatic_share`` of the time the former), then 1 to
 ``max_clicks`` clicks follow (a random number, as RITM's iterative training), each drawn at
-random in an error (``click_placement``: ``simulation.next_click``) and planned, prompted and
-merged exactly as the engine does
+random in an error (``click_placement``: ``simulation.next_click``), or a real analyst's
+clicks replayed in order from the automatic mask (``ClickFrame.clicks``), each planned, prompted
+and merged exactly as the engine does
 (``refinement.plan``, ``PointPrompter.refinement_prompt``, ``refinement.merged``). Every answer is
 scored against the frame's label with the paper's BCE + IoU loss plus ``click_weight`` times a
 BCE at the clicked pixels against their labels, which makes the decoder follow the clicks itself
@@ -75,6 +76,7 @@ class ClickFrame:
     label: np.ndarray  # bool (H, W)
     valid: np.ndarray  # bool (H, W)
     automatic: np.ndarray  # bool (H, W): the automatic model's mask
+    clicks: Tuple[PointClick, ...] = ()  # an analyst's clicks, replayed in order from ``automatic`` (else simulated)
 
 
 def frame_cache(folder: Path, memory_mb: float = 1024) -> EmbeddingCache:
@@ -225,18 +227,17 @@ def play(prompter: PointPrompter, frame: ClickFrame, config: ClickTrainConfig, r
          scale: float = 1.0) -> float:  # fmt: skip
     """Play one simulated click sequence on ``frame``, back-propagating ``scale`` times each click's
     loss; returns the mean loss per click."""
-    start_automatic = rng.random() < config.automatic_share
+    start_automatic = bool(frame.clicks) or rng.random() < config.automatic_share
     mask = frame.automatic.copy() if start_automatic else np.zeros_like(frame.label)
     target = _padded_target(prompter, frame.label)
     embedding = embedding_of(prompter, frame)
     side = max(frame.label.shape)  # the frame is the window: the engine's plan, held to it
     clicks: List[PointClick] = []
     losses = []
-    for _ in range(int(rng.integers(1, config.max_clicks + 1))):
-        simulated = next_click(mask, frame.label, frame.valid, rng, config.click_placement)
-        if simulated is None:
+    for turn in range(len(frame.clicks) or int(rng.integers(1, config.max_clicks + 1))):
+        click = frame.clicks[turn] if frame.clicks else _simulated(mask, frame, config, rng)
+        if click is None:
             break
-        click = PointClick(simulated.x, simulated.y, simulated.positive)
         refinement = plan(mask, clicks, click, side, side)
         prompt = prompter.refinement_prompt(mask, refinement, click, frame.valid)
         low_res, _ = prompter.logits(embedding, mask.shape, prompt)
@@ -249,6 +250,13 @@ def play(prompter: PointPrompter, frame: ClickFrame, config: ClickTrainConfig, r
         mask, _ = merged(mask, refinement, answer, click, frame.valid, prompter.output_side)
         clicks.append(click)
     return float(np.mean(losses)) if losses else 0.0
+
+
+def _simulated(mask: np.ndarray, frame: ClickFrame, config: ClickTrainConfig,
+               rng: np.random.Generator) -> Optional[PointClick]:  # fmt: skip
+    """A simulated analyst's next click on ``frame`` (None when ``mask`` matches its label)."""
+    simulated = next_click(mask, frame.label, frame.valid, rng, config.click_placement)
+    return None if simulated is None else PointClick(simulated.x, simulated.y, simulated.positive)
 
 
 def _click_loss(prompter: PointPrompter, logits: torch.Tensor, prompt: SamPrompt, window_shape) -> torch.Tensor:

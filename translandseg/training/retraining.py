@@ -10,7 +10,8 @@ undisturbed. That process:
 3. trains the automatic stage with a time budget, reporting epoch, loss, validation metrics and
    ETA to the store, and keeps the last epoch (``RetrainSettings.keep_last_epoch``);
 4. trains the point decoder on simulated click sequences over the training labels, from the new
-   automatic masks (``click_epochs``; plain embeddings cached in ``models/embeddings`` for later runs);
+   automatic masks, and on the analysts' own clicks where their stored prompts still reproduce
+   their label (``click_epochs``; plain embeddings cached in ``models/embeddings`` for later runs);
 5. writes the adapter into ``models/`` next to the store (temporary file, then rename) and
    registers the version with its SHA-256, metrics and run; activates it only when the store's
    ``auto_activate`` setting is on and it beats the active version's validation mIoU;
@@ -33,7 +34,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from annotations.store import AnnotationStore
+import numpy as np
+
+from annotations.store import AnnotationStore, session_prompts
 from annotations.training_runs import (
     activate,
     auto_activate,
@@ -161,8 +164,11 @@ def _train_clicks(store: AnnotationStore, run_id: int, loaded, pairs: List[Pair]
 
     config = click_config(settings, loaded.clicks_primed)
     prompter = PointPrompter.of(loaded, frame_cache(models_dir(store.path) / "embeddings"))
-    update_run(store, run_id, message=f"embedding {len(pairs)} labels for the clicks' decoder", eta_seconds=None)
-    frames = prepare_frames(prompter, pairs, automatic_masks(loaded), config, progress=False)
+    update_run(store, run_id, message="replaying the analysts' clicks", eta_seconds=None)
+    replayed, refused = replayed_frames(store, snapshot(store, run_id), prompter)
+    update_run(store, run_id, message=f"embedding {len(pairs)} labels for the clicks' decoder "
+               f"({len(replayed)} analysts' click sequences replayed, {refused} no longer reproduce their label)")  # fmt: skip
+    frames = prepare_frames(prompter, pairs, automatic_masks(loaded), config, progress=False) + replayed
     if not frames:
         return  # no landslide in the training labels: nothing to click on
     update_run(store, run_id, message=f"training the clicks' decoder, pass 1/{config.epochs}")
@@ -178,6 +184,39 @@ def _train_clicks(store: AnnotationStore, run_id: int, loaded, pairs: List[Pair]
     info = AdapterInfo(loaded.model_type, loaded.sam_sha256, model.atl.variant.name, model.image_size,
                        f"run {run_id}", result.best_metrics, loaded.clicks_primed)  # fmt: skip
     save_adapter(model, result.adapter_path, info, loaded.prompt_decoder)
+
+
+def replayed_frames(store: AnnotationStore, items: Sequence[Tuple[int, str, str]], prompter) -> Tuple[List, int]:
+    """Click-training frames of the analysts' own clicks, from the training labels of ``items``
+    (annotation id, image id, split) that hold clicks and whose image fits one engine window (its
+    longer side at most the model's input): each label's clicks in order from the automatic mask
+    they started on. A label is used only when its stored prompts, replayed by ``prompter`` (the
+    engine that made them), reproduce it; returns (frames, labels that did not)."""
+    from annotations.store import decode_mask
+
+    from ..interactive.correction import Click, CorrectionError, CorrectionSession
+    from ..interactive.training import ClickFrame, frame_key
+    from ..raster import RasterImage
+
+    frames, refused = [], 0
+    for annotation_id, image_id, split in items:
+        prompts = session_prompts(store.prompts(annotation_id))
+        clicks = tuple(p.pixel for p in prompts if isinstance(p, Click))
+        row = store.db["annotations"].get(annotation_id)
+        label = decode_mask(row["mask"])
+        if split != "train" or not clicks or max(label.shape) > prompter.model.image_size:
+            continue
+        start = store.prediction_mask(row["parent_prediction_id"]) if row["parent_prediction_id"] else np.zeros_like(label)
+        with store.image_file(image_id) as path, RasterImage(path) as image:
+            try:
+                reproduced = np.array_equal(CorrectionSession(image, image_id, start, prompter).replay(prompts), label)
+            except CorrectionError:
+                reproduced = False
+            rgb, valid = image.read()
+        if reproduced:
+            frames.append(ClickFrame(frame_key(prompter, rgb), rgb, label, valid, start, clicks))
+        refused += not reproduced
+    return frames, refused
 
 
 def click_config(settings: RetrainSettings, primed: bool):
