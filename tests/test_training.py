@@ -242,6 +242,16 @@ def test_keep_last_epoch_trains_without_validation_images_and_keeps_the_last_epo
         assert torch.equal(kept[name], weight), name
 
 
+def test_validating_the_last_epoch_only_measures_the_epoch_kept_once(tiny_sam_checkpoint, tmp_path):
+    train_pairs, val_pairs = (find_pairs(write_pairs(tmp_path / name, 3, seed=seed)) for name, seed in (("t", 0), ("v", 1)))
+    loaded = load_model("tiny", tiny_sam_checkpoint, image_size=64)
+    config = TrainConfig(epochs=3, keep_last_epoch=True, validate_last_only=True)
+    result = train(loaded, train_pairs, val_pairs, tmp_path / "out", config, progress=False)
+    assert ["miou" in r for r in result.history] == [False, False, True] and result.best_epoch == 3
+    assert result.best_metrics == evaluate(Predictor(loaded.model, precision=REFERENCE_PRECISION), val_pairs) | {
+        k: result.best_metrics[k] for k in ("epoch", "loss", "seconds")}  # fmt: skip
+
+
 def test_retraining_an_adapter_keeps_its_tuned_point_decoder(tiny_sam_checkpoint, tmp_path):
     pairs = find_pairs(write_pairs(tmp_path / "d", 4))
     torch.manual_seed(6)

@@ -195,7 +195,7 @@ def replayed_frames(store: AnnotationStore, items: Sequence[Tuple[int, str, str]
     from annotations.store import decode_mask
 
     from ..interactive.correction import Click, CorrectionError, CorrectionSession
-    from ..interactive.training import ClickFrame, frame_key
+    from ..interactive.training import ClickFrame
     from ..raster import RasterImage
 
     frames, refused = [], 0
@@ -208,13 +208,15 @@ def replayed_frames(store: AnnotationStore, items: Sequence[Tuple[int, str, str]
             continue
         start = store.prediction_mask(row["parent_prediction_id"]) if row["parent_prediction_id"] else np.zeros_like(label)
         with store.image_file(image_id) as path, RasterImage(path) as image:
+            session = CorrectionSession(image, image_id, start, prompter)
             try:
-                reproduced = np.array_equal(CorrectionSession(image, image_id, start, prompter).replay(prompts), label)
+                reproduced = np.array_equal(session.replay(prompts), label)
             except CorrectionError:
                 reproduced = False
             rgb, valid = image.read()
-        if reproduced:
-            frames.append(ClickFrame(frame_key(prompter, rgb), rgb, label, valid, start, clicks))
+        if reproduced:  # the frame is the whole image, as the engine's window was: its embedding is reused
+            key = session.embedding_key((0, 0, image.width, image.height))
+            frames.append(ClickFrame(key, rgb, label, valid, start, clicks))
         refused += not reproduced
     return frames, refused
 
@@ -241,11 +243,13 @@ def _rank(store: AnnotationStore, run_id: int, loaded, version: str, limit: int)
 
 
 def train_config(settings: RetrainSettings):
-    """How a run trains: the settings' schedule, budget and seed, and which epoch it keeps."""
+    """How a run trains: the settings' schedule, budget and seed, and which epoch it keeps; the
+    validation images are measured once, on the epoch kept (the one the versions compare on)."""
     from .trainer import TrainConfig
 
     return TrainConfig(epochs=settings.epochs, batch_size=settings.batch_size, seed=settings.seed,
-                       max_seconds=60 * settings.max_minutes, keep_last_epoch=settings.keep_last_epoch)  # fmt: skip
+                       max_seconds=60 * settings.max_minutes, keep_last_epoch=settings.keep_last_epoch,
+                       validate_last_only=True)  # fmt: skip
 
 
 def _load(settings: RetrainSettings, base: Optional[Dict]):
@@ -277,10 +281,10 @@ def _materialise(store: AnnotationStore, run_id: int, folder: Path) -> Tuple[Lis
 
 def _report(store: AnnotationStore, run_id: int, record: Dict[str, float], epochs: int) -> None:
     epoch = int(record["epoch"])
-    metrics = {k: record[k] for k in ("iou", "f1", "miou")}
+    metrics = {k: record[k] for k in ("iou", "f1", "miou") if k in record}  # the last epoch's only, by default
     following = f"training epoch {epoch + 1}/{epochs}" if epoch < epochs else "saving the new version"
-    update_run(store, run_id, epoch=epoch, loss=record["loss"], val_metrics=metrics, progress=epoch / epochs,
-               eta_seconds=record["seconds"] * (epochs - epoch), message=following)  # fmt: skip
+    update_run(store, run_id, epoch=epoch, loss=record["loss"], progress=epoch / epochs, message=following,
+               eta_seconds=record["seconds"] * (epochs - epoch), **({"val_metrics": metrics} if metrics else {}))  # fmt: skip
 
 
 def _register(store: AnnotationStore, run_id: int, trained: Path, loaded, metrics: Dict) -> Tuple[int, str]:

@@ -57,6 +57,7 @@ class TrainConfig:
     set_weights: Optional[Dict[str, float]] = None  # draw each sample set in these proportions (``epoch_plan``)
     epoch_steps: Optional[int] = None  # batches an epoch draws with ``set_weights``
     checkpoint_every: int = 0  # also checkpoint every this many steps within an epoch (0: at its end only)
+    validate_last_only: bool = False  # with keep_last_epoch, measure the validation images after the last epoch only
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -111,7 +112,9 @@ def train(
     for epoch in range(state.epoch + 1, config.epochs + 1):
         started = time.monotonic() - state.seconds
         loss = _train_epoch(model, dataset, optimizer, scheduler, config, epoch, state, save_checkpoint, progress)
-        metrics = evaluate(Predictor(model, precision=REFERENCE_PRECISION), val_pairs) if val_pairs else {}
+        last = epoch == config.epochs or _over_budget(state, config, time.monotonic() - started)
+        measured = bool(val_pairs) and (last or not (config.keep_last_epoch and config.validate_last_only))
+        metrics = evaluate(Predictor(model, precision=REFERENCE_PRECISION), val_pairs) if measured else {}
         record = {"epoch": epoch, "loss": loss, "seconds": time.monotonic() - started, **metrics}
         state.history.append(record)
         if config.keep_last_epoch or metrics["miou"] > state.best_miou:
@@ -131,8 +134,10 @@ def train(
                        stopped_early=state.epoch < config.epochs)  # fmt: skip
 
 
-def _over_budget(state: "_TrainingState", config: TrainConfig) -> bool:
-    return config.max_seconds is not None and sum(r["seconds"] for r in state.history) >= config.max_seconds
+def _over_budget(state: "_TrainingState", config: TrainConfig, pending: float = 0.0) -> bool:
+    """Whether the epochs recorded, and ``pending`` seconds of one not yet recorded, spent the budget."""
+    spent = sum(r["seconds"] for r in state.history) + pending
+    return config.max_seconds is not None and spent >= config.max_seconds
 
 
 def cosine_schedule(optimizer, config: TrainConfig, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
