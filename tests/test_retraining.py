@@ -201,6 +201,9 @@ def test_the_model_tab_starts_follows_and_activates_a_run(tmp_path, store_with_l
     assert "**succeeded**" in status and "val miou" in status and "on the same images" in status
     rows = webapp.version_rows(workspace)
     assert [r[1] for r in rows] == ["", "yes"]  # newest first; the startup adapter is still active
+    assert rows[0][-1].startswith(f"from {loaded.version}: validation mIoU") and rows[1][-1] == "registered from its file"
+    plot = webapp.version_plot(workspace)  # each version by the labels it learnt from, the active one marked
+    assert list(plot["labels"]) == [0, 12] and list(plot["state"]) == ["active", "other"]
     assert "is active" in webapp.activate_version(workspace, rows[0][0])
     assert workspace.model.version == rows[0][0]
     assert "is active" in webapp.activate_version(workspace, rows[1][0])  # roll back
