@@ -119,6 +119,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _store_commands(commands) -> None:
+    from annotations.store import QUEUE_ORDERS  # here, so only the CLI's parsing loads the store's modules
+
     importer = commands.add_parser("import", help="import image/label folders (or images) into a label store")
     importer.add_argument("folders", nargs="+", type=Path,
                           help="folders with image/ and label/ (imported as accepted labels), or image files")
@@ -158,7 +160,7 @@ def _store_commands(commands) -> None:
     models.add_argument("--activate", metavar="VERSION", help="make VERSION active (also to roll back)")
     models.add_argument("--auto-activate", choices=("on", "off"),
                         help="activate new versions automatically when they beat the active one")
-    models.add_argument("--queue-order", choices=("uncertainty", "added"),
+    models.add_argument("--queue-order", choices=QUEUE_ORDERS,
                         help="the app's queue: the active version's least certain first (the default), or as added")
     models.set_defaults(run=_models)
 
