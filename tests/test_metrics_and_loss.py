@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from translandseg.metrics import ConfusionMatrix
+from translandseg.metrics import ConfusionMatrix, boundary_f_score
 from translandseg.training.losses import LOSSES, bce_dice_loss, bce_iou_loss, dice_loss, iou_loss
 
 
@@ -28,6 +28,33 @@ def test_no_landslide_anywhere_gives_defined_metrics():
     assert m["overall_accuracy"] == 1.0 and m["iou"] == 0.0 and m["f1"] == 0.0 and m["miou"] == 0.5
     with pytest.raises(ValueError, match="differ in shape"):
         matrix.update(np.zeros(3, bool), np.zeros(4, bool))
+
+
+def test_boundary_f_score_counts_edges_within_the_tolerance():
+    truth = np.zeros((64, 64), bool)
+    truth[16:48, 16:48] = True
+    assert boundary_f_score(truth, truth) == 1.0
+    shifted = np.roll(truth, 2, axis=1)  # every edge within 2 px but the two 32-px sides moved by 2
+    assert boundary_f_score(shifted, truth) == 1.0
+    assert boundary_f_score(np.roll(truth, 3, axis=1), truth) < 0.75  # left and right edges 3 px off
+    # A blob of nearly the same area with the wrong outline: high IoU, low boundary score.
+    ragged = truth.copy()
+    ragged[16:48:2, 12:16] = True
+    ragged[16:48:2, 48:52] = True
+    assert boundary_f_score(ragged, truth) < 0.9
+
+
+def test_boundary_f_score_ignores_the_image_edge_and_empty_masks_agree():
+    full = np.ones((32, 32), bool)
+    assert boundary_f_score(full, full) == 1.0  # a landslide throughout has no boundary in the image
+    empty = np.zeros((32, 32), bool)
+    assert boundary_f_score(empty, empty) == 1.0
+    blob = empty.copy()
+    blob[8:16, 8:16] = True
+    assert boundary_f_score(blob, empty) == 0.0
+    assert boundary_f_score(empty, blob) == 0.0
+    with pytest.raises(ValueError, match="differ in shape"):
+        boundary_f_score(blob, blob[:16])
 
 
 def test_loss_is_bce_plus_iou_and_rewards_the_truth():

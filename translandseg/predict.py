@@ -142,8 +142,7 @@ class Predictor:
             images = torch.stack([to_model_input(rgb, self.model.image_size) for rgb in batch]).to(self.model.device)
             logits = self._averaged_logits(images)
             for rgb, tile_logits in zip(batch, logits, strict=True):
-                resized = F.interpolate(tile_logits[None], rgb.shape[:2], mode="bilinear", align_corners=False)
-                out.append(torch.sigmoid(resized)[0, 0].cpu().numpy())
+                out.append(torch.sigmoid(at_tile_pixels(tile_logits, rgb.shape[:2]))[0].cpu().numpy())
         return out
 
     def _averaged_logits(self, images: torch.Tensor) -> torch.Tensor:
@@ -233,6 +232,11 @@ class Predictor:
             write(Window(0, top, width, done), weighted[:done] / total[:done])
             weighted, total = _shift(weighted, done), _shift(total, done)
         bar.close()
+
+
+def at_tile_pixels(logits: torch.Tensor, shape: Tuple[int, int]) -> torch.Tensor:
+    """A tile's logits (1, S, S) on the model's grid brought to the tile's own pixels (1, H, W)."""
+    return F.interpolate(logits[None], shape, mode="bilinear", align_corners=False)[0]
 
 
 def binary_entropy(prob: np.ndarray) -> np.ndarray:
