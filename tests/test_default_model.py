@@ -115,6 +115,7 @@ def test_the_shipped_adapter_reproduces_its_recorded_test_figures(samples, defau
     for name in SMALL_TEST_SETS:
         for key in ("iou", "f1", "miou", "precision", "recall"):
             assert measured[f"{name}/{key}"] == pytest.approx(recorded[f"{name}/{key}"], abs=0.01), (name, key)
+        assert 0 < measured[f"{name}/boundary_f"] < 1
 
 
 def test_bfloat16_arithmetic_keeps_the_default_s_masks_on_real_samples(samples, default):

@@ -7,6 +7,7 @@ from rasterio.transform import from_origin
 
 from conftest import write_geotiff
 from translandseg.build import build_translandseg
+from translandseg.data import find_pairs, load_pair
 from translandseg.predict import VIEW_ORDER, Predictor, blend_weights, fast_precision, predict_file, tile_starts, viewed
 from translandseg.raster import ImageReadError
 
@@ -65,6 +66,43 @@ def test_a_scene_is_seen_whole_or_fused_up_to_the_whole_scene_limit(predictor_fa
     np.testing.assert_allclose(predictor_factory(scale="fused").predict_array(rgb), (whole + native) / 2, atol=1e-6)
     with pytest.raises(ValueError, match="scale must be one of"):
         predictor_factory(scale="zoomed")
+
+
+class MarkingModel(torch.nn.Module):
+    """A model whose logits (1, S, S) are given, whatever the image."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.image_size = logits.shape[-1]
+        self.register_buffer("logits", logits)
+
+    @property
+    def device(self) -> torch.device:
+        return self.logits.device
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.logits.expand(len(images), -1, -1, -1)
+
+
+def test_a_thin_landslide_survives_the_automatic_path_when_the_logits_mark_it(samples):
+    """A 3-pixel-wide strip in a real 512² scene, marked on the model's 256² grid (the cells it
+    covers at least half), comes back whole at the scene's pixels and no wider than its cells."""
+    rgb, _, _ = load_pair(find_pairs(samples / "bijie-upscaled")[0])
+    rgb = rgb[:512, :512]
+    strip = np.zeros((512, 512), bool)
+    strip[:, 301:304] = True  # odd columns: one grid cell fully covered, one half
+    rows = np.arange(512)
+    strip[rows, np.clip(rows // 2 + 40, 0, 511)] = True  # and a slanting one, 3 px wide
+    strip[rows, np.clip(rows // 2 + 41, 0, 511)] = True
+    strip[rows, np.clip(rows // 2 + 42, 0, 511)] = True
+    share = torch.nn.functional.avg_pool2d(torch.from_numpy(strip.astype(np.float32))[None, None], 2)
+    logits = torch.where(share[0] >= 0.5, 8.0, -8.0)
+    mask = Predictor(MarkingModel(logits), precision="float32").predict_array(rgb) > 0.5
+    assert mask[strip].mean() >= 0.97
+    widened = np.zeros_like(strip)
+    for shift in range(-2, 3):
+        widened |= np.roll(strip, shift, axis=1)
+    assert not (mask & ~widened).any()
 
 
 def test_the_eight_views_are_the_square_s_symmetries_and_undo_maps_each_back():

@@ -1,7 +1,8 @@
 """Evaluate a model on labelled pairs at each label's own resolution, as ``predict`` sees them."""
 
-from typing import Dict, Optional, Sequence
+from typing import Dict, Iterator, Optional, Sequence, Tuple
 
+import numpy as np
 from tqdm import tqdm
 
 from .data import Pair, load_pair
@@ -24,9 +25,14 @@ def confusions(predictor: Predictor, pairs: Sequence[Pair], thresholds: Optional
     """A confusion matrix for each mask threshold (default: the predictor's), from one prediction
     of each pair."""
     matrices = {t: ConfusionMatrix() for t in (thresholds or [predictor.threshold])}
-    for pair in tqdm(pairs, desc="evaluate", unit="image", disable=not progress):
-        rgb, valid, label = load_pair(pair)
-        probability = predictor.predict_array(rgb, valid)
+    for probability, label in predictions(predictor, pairs, progress):
         for threshold, matrix in matrices.items():
             matrix.update(probability > threshold, label)
     return matrices
+
+
+def predictions(predictor: Predictor, pairs: Sequence[Pair], progress: bool = False) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+    """(landslide probability, label) of each pair, one pair at a time."""
+    for pair in tqdm(pairs, desc="evaluate", unit="image", disable=not progress):
+        rgb, valid, label = load_pair(pair)
+        yield predictor.predict_array(rgb, valid), label

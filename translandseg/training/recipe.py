@@ -31,13 +31,13 @@ import torch
 from ..adapter import AdapterInfo, adapter_storage, load_adapter, round_to_storage, save_adapter
 from ..build import LITE
 from ..data import SPLIT_FILE, Pair, distinct, read_split
-from ..evaluation import confusion
+from ..evaluation import confusion, predictions
 from ..interactive.embedding_cache import EmbeddingCache
 from ..interactive.evaluation import click_runs, summarise
 from ..interactive.prompting import PointPrompter
 from ..interactive.training import ClickTrainConfig, frame_cache, prepare_frames, train_point_decoder
 from ..loading import LoadedModel, load_model
-from ..metrics import ConfusionMatrix
+from ..metrics import ConfusionMatrix, boundary_f_score
 from ..predict import REFERENCE_PRECISION, Predictor
 from ..raster import RasterImage
 from .trainer import TrainConfig, train
@@ -93,15 +93,22 @@ class DefaultRecipe:
 
 def automatic_figures(loaded: LoadedModel, test: Sequence[Pair], progress: bool = False) -> Dict[str, float]:
     """Automatic-mask metrics pooled over the test sets with landslides (``iou``...) and per set
-    (``SET/iou``...); on the landslide-free images, the share of their pixels and of the images marked."""
+    (``SET/iou``...), with the mean boundary F-score of their images (``boundary_f``); on the
+    landslide-free images, the share of their pixels and of the images marked."""
     predictor = Predictor(loaded.model, precision=REFERENCE_PRECISION)
     figures: Dict[str, float] = {}
-    pooled = ConfusionMatrix()
+    pooled, boundaries = ConfusionMatrix(), []
     for name in sorted({pair.sample_set for pair in test} - {LANDSLIDE_FREE}):
-        matrix = confusion(predictor, [pair for pair in test if pair.sample_set == name], progress)
+        matrix, scores = ConfusionMatrix(), []
+        for probability, label in predictions(predictor, [pair for pair in test if pair.sample_set == name], progress):
+            mask = probability > predictor.threshold
+            matrix.update(mask, label)
+            scores.append(boundary_f_score(mask, label))
         pooled.counts += matrix.counts
-        figures.update({f"{name}/{key}": value for key, value in matrix.summary().items()})
-    figures = {**pooled.summary(), **figures}
+        boundaries += scores
+        own = {**matrix.summary(), "boundary_f": float(np.mean(scores))}
+        figures.update({f"{name}/{key}": value for key, value in own.items()})
+    figures = {**pooled.summary(), "boundary_f": float(np.mean(boundaries)) if boundaries else 0.0, **figures}
     free = [confusion(predictor, [pair]).counts for pair in test if pair.sample_set == LANDSLIDE_FREE]
     if free:
         figures["landslide_free_pixels_marked"] = sum(int(c[0, 1]) for c in free) / sum(int(c.sum()) for c in free)
