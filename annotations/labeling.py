@@ -57,6 +57,8 @@ class Workspace:
     automatic_views: int = 1  # views each automatic mask averages (Predictor's ``views``)
     automatic_threshold: float = DEFAULT_THRESHOLD  # the probability above which the automatic mask marks landslide
     automatic_precision: str = "auto"  # the automatic mask's arithmetic (Predictor's ``precision``)
+    automatic_scale: str = "whole"  # how the automatic mask sees a scene (Predictor's ``scale``)
+    automatic_tile_size: Optional[int] = None  # its tiles' or windows' side (Predictor's ``tile_size``)
 
     def __post_init__(self) -> None:
         self.images_dir.mkdir(parents=True, exist_ok=True)
@@ -427,12 +429,15 @@ def _automatic_mask(workspace: Workspace, image_id: str, image: RasterImage):
     model = workspace.model
     if model is None or model.version is None:
         return None, None, np.zeros((image.height, image.width), bool), "No automatic mask: " + workspace.model_message
-    predictor = Predictor(model.model, views=workspace.automatic_views, threshold=workspace.automatic_threshold,
+    predictor = Predictor(model.model, workspace.automatic_tile_size, scale=workspace.automatic_scale,
+                          views=workspace.automatic_views, threshold=workspace.automatic_threshold,
                           precision=workspace.automatic_precision)  # fmt: skip
     mask = predictor.predict_mask(image, progress=True)  # the app shows tqdm as a progress bar
     with workspace.store() as store:
         prediction_id = store.add_prediction(image_id, mask, model.version)
     made_with = [f"{predictor.views} views"] if predictor.views > 1 else []
+    if predictor.scale != "whole" or workspace.automatic_tile_size:
+        made_with.append(f"{predictor.scale} {predictor.tile_size} px windows")
     if predictor.threshold != DEFAULT_THRESHOLD:
         made_with.append(f"threshold {predictor.threshold:g}")
     note = f" ({', '.join(made_with)})" if made_with else ""

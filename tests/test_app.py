@@ -94,6 +94,20 @@ def test_the_app_takes_the_arithmetic_of_its_automatic_masks(tmp_path, adapter, 
         app_args(tmp_path, adapter, tiny_sam_checkpoint, "--precision", "float16")
 
 
+def test_the_app_can_see_busy_scenes_in_native_windows(tmp_path, adapter, tiny_sam_checkpoint, scenes):
+    args = app_args(tmp_path, adapter, tiny_sam_checkpoint, "--scale", "native", "--tile-size", "32")
+    workspace = webapp.open_workspace(args)
+    session, _, info = webapp.upload(workspace, [str(scenes[0])], "ana", "", STRETCH, None)
+    assert "(native 32 px windows)." in info  # the analyst is told how the mask was made
+    model = workspace.model.model
+    expected = Predictor(model, 32, scale="native").predict_mask(session.image)
+    assert np.array_equal(session.correction.automatic, expected)
+    assert not np.array_equal(expected, Predictor(model).predict_mask(session.image))
+    for wrong in ("8", "0", "wide"):
+        with pytest.raises(SystemExit):
+            app_args(tmp_path, adapter, tiny_sam_checkpoint, "--tile-size", wrong)
+
+
 def test_the_app_takes_a_threshold_for_its_automatic_masks(tmp_path, adapter, tiny_sam_checkpoint, scenes):
     workspace = webapp.open_workspace(app_args(tmp_path, adapter, tiny_sam_checkpoint, "--threshold", "0.3"))
     session, _, info = webapp.upload(workspace, [str(scenes[0])], "ana", "", STRETCH, None)

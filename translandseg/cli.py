@@ -16,7 +16,7 @@ from .modeling import ATL_VARIANTS, DEFAULT_ATL_VARIANT
 from .predict import DEFAULT_THRESHOLD, PRECISIONS, SCALES, VIEWS, WHOLE_MAX_SIDE
 from .sam_checkpoints import CACHE_ENV
 from .training.losses import DEFAULT_LOSS, LOSSES
-from .user_input import USER_ERRORS, probability_threshold
+from .user_input import USER_ERRORS, probability_threshold, tile_side
 from .weight_storage import STORAGES
 
 CPU_TRAIN_SIZE = 256
@@ -210,7 +210,7 @@ def _model_options(parser, with_variant: bool = False, for_inference: bool = Fal
 
 def _tile_options(parser) -> None:
     group = parser.add_argument_group("tiling")
-    group.add_argument("--tile-size", type=int, help="tile or window side in pixels (default: the model input size; with "
+    group.add_argument("--tile-size", type=tile_side, help="tile or window side in pixels (default: the model input size; with "
                        "--scale whole, 512 if larger)")
     group.add_argument("--overlap", type=int, help="tile overlap in pixels (default: a quarter tile)")
     group.add_argument("--scale", choices=SCALES, default="whole",

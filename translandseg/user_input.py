@@ -24,3 +24,18 @@ def probability_threshold(text: str) -> float:
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"a threshold lies between 0 and 1, not {text!r}")
     return value
+
+
+MIN_TILE_SIDE = 16
+
+
+def tile_side(text: str) -> int:
+    """A tile or window side in pixels, at least ``MIN_TILE_SIDE`` (an argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < MIN_TILE_SIDE:
+        raise argparse.ArgumentTypeError(f"a tile side is a whole number of at least {MIN_TILE_SIDE} pixels, "
+                                         f"not {text!r}")  # fmt: skip
+    return value

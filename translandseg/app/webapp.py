@@ -38,10 +38,10 @@ from ..interactive.correction import Box, Prompt  # noqa: E402
 from ..interactive.embedding_cache import EmbeddingCache  # noqa: E402
 from ..interactive.painting import Polygon, Stroke  # noqa: E402
 from ..loading import load_model  # noqa: E402
-from ..predict import DEFAULT_THRESHOLD, PRECISIONS, VIEWS  # noqa: E402
+from ..predict import DEFAULT_THRESHOLD, PRECISIONS, SCALES, VIEWS  # noqa: E402
 from ..sam_checkpoints import cache_dir  # noqa: E402
 from ..training.retraining import RetrainSettings, start_retraining  # noqa: E402
-from ..user_input import USER_ERRORS, probability_threshold  # noqa: E402
+from ..user_input import USER_ERRORS, probability_threshold, tile_side  # noqa: E402
 from .canvas import Gesture, labeling_canvas, scene, to_prompt  # noqa: E402
 
 log = logging.getLogger("translandseg.app")
@@ -112,7 +112,8 @@ def open_workspace(args: argparse.Namespace) -> Workspace:
     accounts = Accounts(args.users) if args.users else None
     return Workspace(args.db or data_dir / "labels.db", data_dir / "images", loaded, message, embeddings, limits,
                      cache_dir=args.cache_dir, accounts=accounts, automatic_views=args.views,
-                     automatic_threshold=args.threshold, automatic_precision=args.precision)  # fmt: skip
+                     automatic_threshold=args.threshold, automatic_precision=args.precision,
+                     automatic_scale=args.scale, automatic_tile_size=args.tile_size)  # fmt: skip
 
 
 # --- handlers: (state, outputs...) in, updates out ------------------------------------------------
@@ -782,6 +783,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--precision", choices=PRECISIONS, default=env("TRANSLANDSEG_PRECISION", "auto"),
                         help="the automatic mask's arithmetic: auto (default) takes bfloat16, about twice as fast, "
                         "on a CPU that computes it natively, else float32")  # fmt: skip
+    parser.add_argument("--scale", choices=SCALES, default=env("TRANSLANDSEG_SCALE", "whole"),
+                        help="how the automatic mask sees a scene: resized whole (default), or in native windows; "
+                        "busy scenes of small landslides: --scale native --tile-size 128 (docs/labeling.md)")  # fmt: skip
+    parser.add_argument("--tile-size", type=tile_side, default=env("TRANSLANDSEG_TILE_SIZE"),
+                        help="the automatic mask's window side in pixels (default: the predictor's)")
     parser.add_argument("--auth", help="USER:PASSWORD to require one shared login (the user name is recorded)")
     parser.add_argument("--users", type=Path, help="users file of logins with roles (translandseg add-user); "
                         "only reviewers may accept or reject")  # fmt: skip

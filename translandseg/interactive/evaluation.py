@@ -66,21 +66,25 @@ def clicks_to_reach(curve: Sequence[float], threshold: float) -> int:
 
 
 def click_runs(loaded: LoadedModel, pairs: Sequence[Pair], start: str = "automatic", max_clicks: int = MAX_CLICKS,
-               progress: bool = False, cache: Optional[EmbeddingCache] = None) -> List[ClickRun]:  # fmt: skip
-    """One ``ClickRun`` per pair, starting from the ``automatic`` (predicted in float32, as training
-    measures) or ``empty`` mask. Pass one ``cache`` to several calls on the same images to encode
-    each window once."""
+               progress: bool = False, cache: Optional[EmbeddingCache] = None, automatic: Optional[Predictor] = None,
+               focus_min_side: Optional[int] = None) -> List[ClickRun]:  # fmt: skip
+    """One ``ClickRun`` per pair, starting from the ``automatic`` mask (by ``automatic``, default
+    the app's predictor in float32, as training measures) or an ``empty`` one, the clicks answered
+    in windows of at least ``focus_min_side`` (``CorrectionSession``'s). Pass one ``cache`` to
+    several calls on the same images to encode each window once."""
     if start not in ("automatic", "empty"):
         raise ValueError(f"start must be 'automatic' or 'empty', not {start!r}")
     cache = cache if cache is not None else EmbeddingCache(256)
     prompter = PointPrompter.of(loaded, cache)
-    predictor = Predictor(loaded.model, precision=REFERENCE_PRECISION) if start == "automatic" else None
+    if start == "automatic":
+        automatic = automatic or Predictor(loaded.model, precision=REFERENCE_PRECISION)
     runs = []
     for pair in tqdm(pairs, desc=f"clicks from {start} masks", disable=not progress):
         _, valid, truth = load_pair(pair)
         with RasterImage(pair.image) as image:
-            initial = predictor.predict_mask(image) if predictor else np.zeros(truth.shape, bool)
-            session = CorrectionSession(image, sha256_of(pair.image), initial, prompter)
+            initial = automatic.predict_mask(image) if start == "automatic" else np.zeros(truth.shape, bool)
+            session = CorrectionSession(image, sha256_of(pair.image), initial, prompter,
+                                        focus_min_side=focus_min_side)  # fmt: skip
             runs.append(run_clicks(session, truth, valid, max_clicks))
     return runs
 
