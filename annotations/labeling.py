@@ -52,6 +52,7 @@ class Workspace:
     embeddings: EmbeddingCache = field(default_factory=EmbeddingCache)
     limits: Limits = field(default_factory=Limits)
     window_size: int = DEFAULT_WINDOW_SIZE
+    focus_min_side: Optional[int] = None  # the smallest window a click is answered in (default window_size)
     cache_dir: Optional[Path] = None  # where base checkpoints are cached
     accounts: Optional[Accounts] = None  # logins and roles; None: no login, anyone may review
     automatic_views: int = 1  # views each automatic mask averages (Predictor's ``views``)
@@ -70,6 +71,10 @@ class Workspace:
                 if active_model(store) is None:
                     activate(store, self.model.version)
         self.follow_active_model()
+
+    def correction(self, image: RasterImage, image_id: str, mask: np.ndarray) -> CorrectionSession:
+        """A correction session of ``mask`` on ``image`` with this workspace's model and windows."""
+        return CorrectionSession(image, image_id, mask, self.prompter, self.window_size, self.focus_min_side)
 
     def _use(self, model: Optional[LoadedModel], message: str) -> None:
         self.model, self.model_message = model, message
@@ -226,7 +231,7 @@ class LabelingSession:
             return cls._restored(workspace, image_id, name, image, latest, prompts, base, revision)
         workspace.follow_active_model()
         prediction_id, version, automatic, message = _automatic_mask(workspace, image_id, image)
-        correction = CorrectionSession(image, image_id, automatic, workspace.prompter, workspace.window_size)
+        correction = workspace.correction(image, image_id, automatic)
         session = cls(workspace, image_id, name, image, correction, prediction_id, version, None, message, revision)
         session.prefetch()
         return session
@@ -234,8 +239,7 @@ class LabelingSession:
     @classmethod
     def _restored(cls, workspace, image_id, name, image, latest, prompts, base, revision) -> "LabelingSession":
         """Replay the saved prompts on the mask they started from; fall back to the saved mask."""
-        correction = CorrectionSession(image, image_id, base if base is not None else latest.mask,
-                                       workspace.prompter, workspace.window_size)  # fmt: skip
+        correction = workspace.correction(image, image_id, base if base is not None else latest.mask)
         message = f"Restored the {latest.status} {latest.source} mask saved by {latest.annotator or 'someone'}"
         if latest.model_version:
             message += f", made on the automatic mask by {latest.model_version}"
@@ -243,7 +247,7 @@ class LabelingSession:
             if prompts and not np.array_equal(correction.replay(prompts), latest.mask):
                 raise CorrectionError("they no longer reproduce it (another model or correction engine made them)")
         except CorrectionError as error:
-            correction = CorrectionSession(image, image_id, latest.mask, workspace.prompter, workspace.window_size)
+            correction = workspace.correction(image, image_id, latest.mask)
             message += f" (its clicks cannot be replayed: {error}; new clicks start from the saved mask)"
         session = cls(workspace, image_id, name, image, correction, latest.parent_prediction_id,
                       latest.model_version, (latest.id, _fingerprint(correction)), message + ".", revision)  # fmt: skip

@@ -95,17 +95,23 @@ def test_the_app_takes_the_arithmetic_of_its_automatic_masks(tmp_path, adapter, 
 
 
 def test_the_app_can_see_busy_scenes_in_native_windows(tmp_path, adapter, tiny_sam_checkpoint, scenes):
-    args = app_args(tmp_path, adapter, tiny_sam_checkpoint, "--scale", "native", "--tile-size", "32")
+    args = app_args(tmp_path, adapter, tiny_sam_checkpoint, "--scale", "native", "--tile-size", "32",
+                    "--focus-side", "32")  # fmt: skip
     workspace = webapp.open_workspace(args)
     session, _, info = webapp.upload(workspace, [str(scenes[0])], "ana", "", STRETCH, None)
     assert "(native 32 px windows)." in info  # the analyst is told how the mask was made
+    assert session.correction.focus_min_side == 32
+    click(session, 40, 30)
+    clicked = session.correction.mask.copy()
+    assert session.correction.prompts and np.array_equal(session.correction.replay(session.correction.prompts), clicked)
     model = workspace.model.model
     expected = Predictor(model, 32, scale="native").predict_mask(session.image)
     assert np.array_equal(session.correction.automatic, expected)
     assert not np.array_equal(expected, Predictor(model).predict_mask(session.image))
-    for wrong in ("8", "0", "wide"):
-        with pytest.raises(SystemExit):
-            app_args(tmp_path, adapter, tiny_sam_checkpoint, "--tile-size", wrong)
+    for option in ("--tile-size", "--focus-side"):
+        for wrong in ("8", "0", "wide"):
+            with pytest.raises(SystemExit):
+                app_args(tmp_path, adapter, tiny_sam_checkpoint, option, wrong)
 
 
 def test_the_app_takes_a_threshold_for_its_automatic_masks(tmp_path, adapter, tiny_sam_checkpoint, scenes):

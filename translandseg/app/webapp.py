@@ -113,7 +113,8 @@ def open_workspace(args: argparse.Namespace) -> Workspace:
     return Workspace(args.db or data_dir / "labels.db", data_dir / "images", loaded, message, embeddings, limits,
                      cache_dir=args.cache_dir, accounts=accounts, automatic_views=args.views,
                      automatic_threshold=args.threshold, automatic_precision=args.precision,
-                     automatic_scale=args.scale, automatic_tile_size=args.tile_size)  # fmt: skip
+                     automatic_scale=args.scale, automatic_tile_size=args.tile_size,
+                     focus_min_side=args.focus_side)  # fmt: skip
 
 
 # --- handlers: (state, outputs...) in, updates out ------------------------------------------------
@@ -788,6 +789,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "busy scenes of small landslides: --scale native --tile-size 128 (docs/labeling.md)")  # fmt: skip
     parser.add_argument("--tile-size", type=tile_side, default=env("TRANSLANDSEG_TILE_SIZE"),
                         help="the automatic mask's window side in pixels (default: the predictor's)")
+    parser.add_argument("--focus-side", type=tile_side, default=env("TRANSLANDSEG_FOCUS_SIDE"),
+                        help="the smallest window a click is answered in, enlarged to the model's input (default: "
+                        "the whole image up to 1024 px); busy scenes of small landslides: 128")  # fmt: skip
     parser.add_argument("--auth", help="USER:PASSWORD to require one shared login (the user name is recorded)")
     parser.add_argument("--users", type=Path, help="users file of logins with roles (translandseg add-user); "
                         "only reviewers may accept or reject")  # fmt: skip
