@@ -38,7 +38,7 @@ from translandseg.training.recipe import (
 from translandseg.training.trainer import train
 
 # What the tables show of the recipe's figures, per set and pooled (``SET/`` prefixes).
-AUTOMATIC_KEYS = ("iou", "f1", "miou")
+AUTOMATIC_KEYS = ("iou", "f1", "miou", "boundary_f")
 CLICK_KEYS = ("noc85", "noc90", "iou@0", "iou@1", "iou@2", "iou@3", "iou@5", "iou@10", "harmful_clicks")
 
 
