@@ -79,6 +79,12 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", type=Path, required=True, help="output folder")
     predict.add_argument("--bands", type=_bands, help="three 1-based bands as R,G,B (default 4,3,2 for 4+ bands)")
     predict.add_argument("--probability", action="store_true", help="write probability x 255 instead of 0/255")
+    predict.add_argument("--scheduler", default="auto",
+                         help="where to predict: 'none' (this process), 'local' (a Dask LocalCluster on this "
+                         "machine) or a Dask scheduler's address (tcp://HOST:8786); 'auto' (default) takes local "
+                         "for several scenes or a large raster. On Dask, GeoTIFF masks are Cloud-Optimized, the "
+                         "polygons go to OUT/landslides.gpkg, and masks already in OUT are kept (resume)")  # fmt: skip
+    predict.add_argument("--workers", type=int, help="workers of a local cluster (default: one per core)")
     _model_options(predict, for_inference=True)
     _tile_options(predict)
     predict.set_defaults(run=_predict)
@@ -254,10 +260,13 @@ def _load(args, needs_adapter: bool = False):
 
 
 def _predictor(args, loaded):
-    from .predict import Predictor
+    return _predictor_options(args).predictor(loaded.model)
 
-    return Predictor(loaded.model, args.tile_size, args.overlap, args.scale, views=args.views,
-                     threshold=args.threshold, precision=args.precision)  # fmt: skip
+
+def _predictor_options(args):
+    from .predict import PredictorOptions
+
+    return PredictorOptions(args.tile_size, args.overlap, args.scale, args.views, args.threshold, args.precision)
 
 
 def _train(args) -> None:
@@ -304,7 +313,10 @@ def _evaluate(args) -> None:
     print(json.dumps({"images": len(pairs), **metrics}, indent=1))
 
 
-def _predict(args) -> None:
+def _predict(args) -> int:
+    scheduler = _scheduler(args)
+    if scheduler is not None:
+        return _predict_on_cluster(args, scheduler)
     from .predict import default_output, predict_file
     from .raster import RasterImage
 
@@ -314,6 +326,49 @@ def _predict(args) -> None:
             output = default_output(path, args.out, image.is_georeferenced)
         predict_file(predictor, path, output, args.bands, args.probability, progress=True)
         print(output)
+    return 0
+
+
+def _scheduler(args) -> Optional[str]:
+    """The Dask scheduler a prediction runs on, or None for this process."""
+    if args.scheduler == "none":
+        return None
+    if args.scheduler != "auto":
+        return args.scheduler
+    from .batch.jobs import LARGE_PIXELS
+    from .raster import RasterImage
+
+    def large(path: Path) -> bool:
+        with RasterImage(path, args.bands) as image:
+            return image.width * image.height > LARGE_PIXELS
+
+    return "local" if len(args.inputs) > 1 or large(args.inputs[0]) else None
+
+
+def _predict_on_cluster(args, scheduler: str) -> int:
+    from .batch.jobs import open_client, predict_on_cluster
+    from .batch.workers import ModelSpec
+    from .default_model import choose_model
+
+    choice = choose_model(args.sam, args.sam_checkpoint, args.adapter, args.cache_dir)
+    if choice.adapter is None:
+        raise ValueError("this command needs a trained adapter: pass --adapter FILE")
+    spec = ModelSpec.of(choice.model_type, choice.adapter, sam_checkpoint=args.sam_checkpoint, device=args.device,
+                        cache_dir=args.cache_dir, download=not args.no_download)  # fmt: skip
+    with open_client(scheduler, args.workers) as client:
+        print(f"dask: {len(client.scheduler_info()['workers'])} workers, dashboard {client.dashboard_link}",
+              file=sys.stderr)  # fmt: skip
+        report = predict_on_cluster(client, spec, _predictor_options(args), args.inputs, args.out, args.bands,
+                                    args.probability)  # fmt: skip
+    for output in report.written:
+        print(output)
+    for output in report.skipped:
+        print(f"{output} (already there)", file=sys.stderr)
+    if report.geopackage:
+        print(f"{report.geopackage}: {report.polygons} landslide polygons", file=sys.stderr)
+    for source, reason in report.failed.items():
+        print(f"error: {source}: {reason}", file=sys.stderr)
+    return 1 if report.failed else 0
 
 
 def _import(args) -> None:

@@ -18,11 +18,13 @@ at once, so memory grows with the raster's width, never with its area.
 
 import os
 from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import rasterio
+import rasterio.shutil
 import torch
 from PIL import Image
 from rasterio.windows import Window
@@ -196,8 +198,7 @@ class Predictor:
     def predict_windows(self, read: ReadWindow, height: int, width: int, write: WriteWindow,
                         progress: bool = False) -> None:  # fmt: skip
         """Landslide probabilities over a ``height`` x ``width`` image, written a band of rows at a time."""
-        tiled = max(height, width) > self.tile_size
-        if not tiled or self.scale == "native" or max(height, width) > WHOLE_MAX_SIDE:
+        if self.seen_in_tiles(height, width):
             return self._tiled(read, height, width, write, progress)
         whole = Window(0, 0, width, height)
         rgb, valid = read(whole)
@@ -212,26 +213,91 @@ class Predictor:
             prob = (prob + native) / 2
         write(whole, prob)
 
-    def _tiled(self, read: ReadWindow, height: int, width: int, write: WriteWindow, progress: bool) -> None:
-        """Blend tile probabilities at native resolution, writing finished rows."""
+    def seen_in_tiles(self, height: int, width: int) -> bool:
+        """Whether a ``height`` x ``width`` image is seen tile by tile only (else whole, or fused)."""
+        tiled = max(height, width) > self.tile_size
+        return tiled and (self.scale == "native" or max(height, width) > WHOLE_MAX_SIDE)
+
+    def tile_grid(self, height: int, width: int) -> "TileGrid":
+        """The native-resolution tiles over a ``height`` x ``width`` image, in rows."""
         tile_h, tile_w = min(self.tile_size, height), min(self.tile_size, width)
         stride = self.tile_size - self.overlap
-        rows, cols = tile_starts(height, tile_h, stride), tile_starts(width, tile_w, stride)
-        weights = blend_weights(tile_h, tile_w, self.overlap)
-        weighted = np.zeros((tile_h, width), np.float32)
-        total = np.zeros((tile_h, width), np.float32)
-        bar = tqdm(total=len(rows) * len(cols), unit="tile", disable=not progress)
-        for r, top in enumerate(rows):
-            reads = [read(Window(left, top, tile_w, tile_h)) for left in cols]
-            probs = self.tile_probabilities([rgb for rgb, _ in reads])
-            for left, (_, valid), prob in zip(cols, reads, probs, strict=True):
-                weighted[:, left : left + tile_w] += np.where(valid, prob, 0) * weights
-                total[:, left : left + tile_w] += weights
-            bar.update(len(cols))
-            done = rows[r + 1] - top if r + 1 < len(rows) else tile_h
-            write(Window(0, top, width, done), weighted[:done] / total[:done])
-            weighted, total = _shift(weighted, done), _shift(total, done)
-        bar.close()
+        return TileGrid(tile_starts(height, tile_h, stride), tile_starts(width, tile_w, stride), tile_h, tile_w,
+                        width, self.overlap)  # fmt: skip
+
+    def row_probabilities(self, read: ReadWindow, grid: "TileGrid", row: int) -> List[Tuple[np.ndarray, np.ndarray]]:
+        """(valid, probability) of each tile of the grid's ``row``, left to right: the model's part
+        of a tiled prediction, which any process holding the image and the model can compute."""
+        reads = [read(window) for window in grid.row_windows(row)]
+        probs = self.tile_probabilities([rgb for rgb, _ in reads])
+        return [(valid, prob) for (_, valid), prob in zip(reads, probs, strict=True)]
+
+    def _tiled(self, read: ReadWindow, height: int, width: int, write: WriteWindow, progress: bool) -> None:
+        """Blend tile probabilities at native resolution, writing finished rows."""
+        grid = self.tile_grid(height, width)
+        blender = Blender(grid)
+        with tqdm(total=grid.tiles, unit="tile", disable=not progress) as bar:
+            for row in range(len(grid.rows)):
+                write(*blender.add_row(row, self.row_probabilities(read, grid, row)))
+                bar.update(len(grid.cols))
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """Overlapping tiles of ``tile_h`` x ``tile_w`` pixels at ``rows`` x ``cols`` offsets."""
+
+    rows: List[int]
+    cols: List[int]
+    tile_h: int
+    tile_w: int
+    width: int  # the image's
+    overlap: int
+
+    @property
+    def tiles(self) -> int:
+        return len(self.rows) * len(self.cols)
+
+    def row_windows(self, row: int) -> List[Window]:
+        return [Window(left, self.rows[row], self.tile_w, self.tile_h) for left in self.cols]
+
+
+class Blender:
+    """Tile probabilities blended with weights that ramp down towards tile edges, a row of tiles
+    at a time: the rows must come in order, and each returns the band of image rows it finished.
+    Memory holds one row of tiles across the image's width."""
+
+    def __init__(self, grid: TileGrid) -> None:
+        self.grid = grid
+        self.weights = blend_weights(grid.tile_h, grid.tile_w, grid.overlap)
+        self.weighted = np.zeros((grid.tile_h, grid.width), np.float32)
+        self.total = np.zeros((grid.tile_h, grid.width), np.float32)
+
+    def add_row(self, row: int, tiles: Sequence[Tuple[np.ndarray, np.ndarray]]) -> Tuple[Window, np.ndarray]:
+        """Blend row ``row``'s (valid, probability) tiles; the finished (window, probability)."""
+        grid, top = self.grid, self.grid.rows[row]
+        for left, (valid, prob) in zip(grid.cols, tiles, strict=True):
+            self.weighted[:, left : left + grid.tile_w] += np.where(valid, prob, 0) * self.weights
+            self.total[:, left : left + grid.tile_w] += self.weights
+        done = grid.rows[row + 1] - top if row + 1 < len(grid.rows) else grid.tile_h
+        finished = (Window(0, top, grid.width, done), self.weighted[:done] / self.total[:done])
+        self.weighted, self.total = _shift(self.weighted, done), _shift(self.total, done)
+        return finished
+
+
+@dataclass(frozen=True)
+class PredictorOptions:
+    """A ``Predictor``'s settings without its model: what a command line or a batch job's workers
+    build one from."""
+
+    tile_size: Optional[int] = None
+    overlap: Optional[int] = None
+    scale: str = "whole"
+    views: int = 1
+    threshold: float = DEFAULT_THRESHOLD
+    precision: str = "auto"
+
+    def predictor(self, model: TransLandSeg) -> "Predictor":
+        return Predictor(model, **asdict(self))
 
 
 def at_tile_pixels(logits: torch.Tensor, shape: Tuple[int, int]) -> torch.Tensor:
@@ -264,12 +330,13 @@ def default_output(input_path: Path, out_dir: Path, georeferenced: bool) -> Path
 
 
 def predict_file(predictor: Predictor, input_path: Path, output_path: Path, bands: Optional[Sequence[int]] = None,
-                 probability: bool = False, progress: bool = False) -> Path:  # fmt: skip
-    """Write the mask of ``input_path`` to ``output_path`` (.tif keeps CRS and transform; .png).
+                 probability: bool = False, progress: bool = False, cloud_optimized: bool = False) -> Path:  # fmt: skip
+    """Write the mask of ``input_path`` to ``output_path`` (.tif keeps CRS and transform; .png);
+    ``cloud_optimized``: a .tif is a Cloud-Optimized GeoTIFF with overviews.
 
     The mask appears at ``output_path`` only when complete.
     """
-    with RasterImage(input_path, bands) as image, mask_output(image, output_path) as writer:
+    with RasterImage(input_path, bands) as image, mask_output(image, output_path, cloud_optimized) as writer:
 
         def write(window: Window, prob: np.ndarray) -> None:
             writer.write(window, encode_mask(prob, probability, predictor.threshold))
@@ -279,8 +346,10 @@ def predict_file(predictor: Predictor, input_path: Path, output_path: Path, band
 
 
 @contextmanager
-def mask_output(image: RasterImage, output_path: Path) -> Iterator["GeoTiffMaskWriter | PngMaskWriter"]:
-    """A mask writer matching ``image``'s size and georeferencing; the file appears only when complete."""
+def mask_output(image: RasterImage, output_path: Path,
+                cloud_optimized: bool = False) -> Iterator["GeoTiffMaskWriter | PngMaskWriter"]:  # fmt: skip
+    """A mask writer matching ``image``'s size and georeferencing; the file appears only when
+    complete (as a Cloud-Optimized GeoTIFF when ``cloud_optimized`` and a .tif is asked for)."""
     output_path = Path(output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     partial = output_path.with_name(f".{output_path.stem}.partial{output_path.suffix}")
@@ -288,9 +357,24 @@ def mask_output(image: RasterImage, output_path: Path) -> Iterator["GeoTiffMaskW
     try:
         yield writer
         writer.close()
-        os.replace(partial, output_path)
+        if cloud_optimized and isinstance(writer, GeoTiffMaskWriter):
+            to_cloud_optimized(partial, output_path)
+        else:
+            os.replace(partial, output_path)
     finally:
         writer.close()
+        partial.unlink(missing_ok=True)
+
+
+def to_cloud_optimized(source: Path, target: Path) -> None:
+    """Copy a mask GeoTIFF to ``target`` as a Cloud-Optimized GeoTIFF (deflate, 512² blocks,
+    overviews by nearest neighbour so they stay 0/255); ``target`` appears only when complete."""
+    partial = target.with_name(f".{target.stem}.cog{target.suffix}")
+    try:
+        rasterio.shutil.copy(source, partial, driver="COG", compress="DEFLATE", blocksize=512,
+                             overview_resampling="NEAREST")  # fmt: skip
+        os.replace(partial, target)
+    finally:
         partial.unlink(missing_ok=True)
 
 

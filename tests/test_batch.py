@@ -1,0 +1,117 @@
+"""Batch prediction on a Dask LocalCluster of two worker processes (``translandseg.batch``)."""
+
+import numpy as np
+import pyogrio
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+
+from conftest import write_geotiff
+from translandseg.batch.jobs import POLYGONS_FILE, open_client, predict_on_cluster
+from translandseg.batch.workers import ModelSpec
+from translandseg.build import LITE
+from translandseg.data import find_pairs, load_pair
+from translandseg.default_model import DEFAULT_ADAPTER
+from translandseg.loading import load_model
+from translandseg.predict import PredictorOptions, predict_file
+
+
+@pytest.fixture(scope="module")
+def client():
+    with open_client("local", workers=2) as client:
+        yield client
+
+
+def single_process_masks(spec: ModelSpec, options: PredictorOptions, scenes, out):
+    loaded = load_model(spec.model_type, spec.sam_checkpoint, spec.adapter)
+    predictor = options.predictor(loaded.model)
+    return {scene.name: predict_file(predictor, scene, out / f"{scene.stem}_mask{'.tif' if scene.suffix == '.tif' else '.png'}")
+            for scene in scenes}  # fmt: skip
+
+
+def read(path):
+    with rasterio.open(path) as dataset:
+        return dataset.read(1), dataset.crs, dataset.transform
+
+
+def georeferenced_mosaic(samples, path, side: int, crs="EPSG:32648"):
+    """Real landslide patches side by side in one georeferenced GeoTIFF of ``side`` x ``side``."""
+    pairs = find_pairs(samples / "landslide4sense-rgb")
+    mosaic = np.zeros((side, side, 3), np.uint8)
+    patch = load_pair(pairs[0])[0].shape[0]
+    for i, (top, left) in enumerate((t, c) for t in range(0, side, patch) for c in range(0, side, patch)):
+        rgb = load_pair(pairs[i % len(pairs)])[0]
+        mosaic[top : top + patch, left : left + patch] = rgb[: side - top, : side - left]
+    return write_geotiff(path, mosaic.transpose(2, 0, 1), crs=crs, transform=from_origin(600000.0, 3100000.0, 3.0, 3.0))
+
+
+def test_a_local_cluster_writes_the_masks_of_one_process_with_their_georeferencing(samples, client, tmp_path):
+    spec = ModelSpec.of(LITE, DEFAULT_ADAPTER)
+    options = PredictorOptions()
+    scenes = [georeferenced_mosaic(samples, tmp_path / "utm.tif", 512),
+              georeferenced_mosaic(samples, tmp_path / "other.tif", 300, crs="EPSG:32647"),
+              find_pairs(samples / "bijie-full")[0].image]  # fmt: skip
+    report = predict_on_cluster(client, spec, options, scenes, tmp_path / "cluster", progress=False)
+    alone = single_process_masks(spec, options, scenes, tmp_path / "alone")
+
+    assert not report.failed and len(report.written) == 3
+    for scene in scenes[:2]:
+        mask, crs, transform = read(tmp_path / "cluster" / f"{scene.stem}_mask.tif")
+        expected, expected_crs, expected_transform = read(alone[scene.name])
+        assert np.array_equal(mask, expected) and 0 < (mask > 0).mean() < 1
+        assert crs == expected_crs and transform == expected_transform
+        with rasterio.open(tmp_path / "cluster" / f"{scene.stem}_mask.tif") as cog:
+            assert cog.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+    png = tmp_path / "cluster" / f"{scenes[2].stem}_mask.png"
+    assert np.array_equal(read(png)[0], read(alone[scenes[2].name])[0])
+
+    info = pyogrio.read_info(report.geopackage)
+    assert report.geopackage.name == POLYGONS_FILE and info["crs"] == "EPSG:32648"  # the first scene's CRS
+    assert info["features"] == report.polygons > 0
+    scene_names, pixels = pyogrio.raw.read(report.geopackage)[3][:2]
+    assert set(scene_names) == {"utm.tif", "other.tif"}  # the PNG has no georeferencing, so no polygons
+    marked = (read(tmp_path / "cluster" / "utm_mask.tif")[0] > 0).sum()
+    assert pixels[scene_names == "utm.tif"].sum() == marked
+
+
+def test_a_large_mosaic_split_across_workers_is_identical_to_one_process(samples, client, tmp_path):
+    spec = ModelSpec.of(LITE, DEFAULT_ADAPTER)
+    options = PredictorOptions()
+    mosaic = georeferenced_mosaic(samples, tmp_path / "mosaic.tif", 1300)
+    report = predict_on_cluster(client, spec, options, [mosaic], tmp_path / "cluster", progress=False,
+                                large_pixels=1000 * 1000)  # fmt: skip
+    mask, crs, transform = read(report.written[0])
+    expected, expected_crs, expected_transform = read(single_process_masks(spec, options, [mosaic], tmp_path)["mosaic.tif"])
+    assert np.array_equal(mask, expected) and 0 < (mask > 0).mean() < 1
+    assert crs == expected_crs and transform == expected_transform
+
+
+def test_a_failing_scene_is_named_the_others_written_and_a_rerun_resumes(tiny_sam_checkpoint, adapter, client, tmp_path):
+    spec = ModelSpec.of("tiny", adapter, sam_checkpoint=tiny_sam_checkpoint)
+    rng = np.random.default_rng(0)
+    good = [write_geotiff(tmp_path / f"good{i}.tif", rng.integers(0, 255, (3, 90, 110), dtype=np.uint8)) for i in range(2)]
+    truncated = write_geotiff(tmp_path / "truncated.tif", rng.integers(0, 255, (3, 600, 600), dtype=np.uint8))
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])  # opens; its tiles fail on a worker
+    (tmp_path / "notes.tif").write_text("not an image")
+    scenes = [good[0], truncated, tmp_path / "notes.tif", good[1]]
+
+    report = predict_on_cluster(client, spec, PredictorOptions(), scenes, tmp_path / "out", progress=False)
+    assert sorted(p.name for p in report.written) == ["good0_mask.tif", "good1_mask.tif"]
+    assert set(report.failed) == {str(truncated), str(tmp_path / "notes.tif")}
+    assert "truncated.tif: corrupt or truncated image data" in report.failed[str(truncated)]
+    assert "notes.tif is not a readable image" in report.failed[str(tmp_path / "notes.tif")]
+    assert not list((tmp_path / "out").glob(".*partial*"))  # nothing half-written is left
+    written = {p: p.stat().st_mtime_ns for p in report.written}
+
+    again = predict_on_cluster(client, spec, PredictorOptions(), scenes, tmp_path / "out", progress=False)
+    assert again.written == [] and sorted(again.skipped) == sorted(written)
+    assert all(p.stat().st_mtime_ns == mtime for p, mtime in written.items())  # not recomputed
+    assert again.polygons == report.polygons
+
+
+def test_a_worker_refuses_an_adapter_that_differs_from_the_clients(tiny_sam_checkpoint, adapter, client, tmp_path):
+    spec = ModelSpec.of("tiny", adapter, sam_checkpoint=tiny_sam_checkpoint)
+    changed = ModelSpec(spec.model_type, spec.adapter, "0" * 64, spec.sam_checkpoint)
+    scene = write_geotiff(tmp_path / "scene.tif", np.zeros((3, 40, 40), np.uint8))
+    report = predict_on_cluster(client, changed, PredictorOptions(), [scene], tmp_path / "out", progress=False)
+    assert "not the client's 000000000000" in report.failed[str(scene)]

@@ -1,0 +1,1 @@
+"""Batch prediction on a Dask cluster: many scenes, or one large mosaic, across workers."""
