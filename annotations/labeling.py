@@ -25,7 +25,7 @@ from translandseg.interactive.embedding_cache import EmbeddingCache
 from translandseg.interactive.painting import Painting
 from translandseg.interactive.prompting import PointPrompter
 from translandseg.loading import LoadedModel, load_model
-from translandseg.predict import DEFAULT_THRESHOLD, Predictor, tile_starts
+from translandseg.predict import DEFAULT_THRESHOLD, WINDOW_SIDE, Predictor, PredictorOptions, tile_starts
 from translandseg.raster import STRETCH_PERCENTILES, ImageReadError, RasterImage
 
 from .accounts import Accounts
@@ -60,6 +60,12 @@ class Workspace:
     automatic_precision: str = "auto"  # the automatic mask's arithmetic (Predictor's ``precision``)
     automatic_scale: str = "whole"  # how the automatic mask sees a scene (Predictor's ``scale``)
     automatic_tile_size: Optional[int] = None  # its tiles' or windows' side (Predictor's ``tile_size``)
+
+    @property
+    def automatic_options(self) -> PredictorOptions:
+        """The settings of every automatic mask this workspace makes."""
+        return PredictorOptions(self.automatic_tile_size, None, self.automatic_scale, self.automatic_views,
+                                self.automatic_threshold, self.automatic_precision)  # fmt: skip
 
     def __post_init__(self) -> None:
         self.images_dir.mkdir(parents=True, exist_ok=True)
@@ -429,21 +435,31 @@ def _open_checked(path: Path, bands, percentiles, limits: Limits) -> RasterImage
 
 
 def _automatic_mask(workspace: Workspace, image_id: str, image: RasterImage):
-    """(prediction id, model version, mask, message) for a newly opened image."""
+    """(prediction id, model version, mask, message) for a newly opened image: the mask computed
+    beforehand with the same settings (``translandseg prelabel``), else a new one."""
     model = workspace.model
     if model is None or model.version is None:
         return None, None, np.zeros((image.height, image.width), bool), "No automatic mask: " + workspace.model_message
-    predictor = Predictor(model.model, workspace.automatic_tile_size, scale=workspace.automatic_scale,
-                          views=workspace.automatic_views, threshold=workspace.automatic_threshold,
-                          precision=workspace.automatic_precision)  # fmt: skip
+    options = workspace.automatic_options
+    predictor = options.predictor(model.model)
+    with workspace.store() as store:
+        prepared = store.made_prediction(image_id, model.version, options.to_json())
+        if prepared is not None:
+            return prepared, model.version, store.prediction_mask(prepared), _made_by(model.version, predictor, True)
     mask = predictor.predict_mask(image, progress=True)  # the app shows tqdm as a progress bar
     with workspace.store() as store:
-        prediction_id = store.add_prediction(image_id, mask, model.version)
+        prediction_id = store.add_prediction(image_id, mask, model.version, made_with=options.to_json())
+    return prediction_id, model.version, mask, _made_by(model.version, predictor, False)
+
+
+def _made_by(version: str, predictor: Predictor, prepared: bool) -> str:
+    """What the Label tab says of an automatic mask."""
     made_with = [f"{predictor.views} views"] if predictor.views > 1 else []
-    if predictor.scale != "whole" or workspace.automatic_tile_size:
+    if predictor.scale != "whole" or predictor.tile_size != max(WINDOW_SIDE, predictor.model.image_size):
         made_with.append(f"{predictor.scale} {predictor.tile_size} px windows")
     if predictor.threshold != DEFAULT_THRESHOLD:
         made_with.append(f"threshold {predictor.threshold:g}")
+    if prepared:
+        made_with.append("computed beforehand")
     note = f" ({', '.join(made_with)})" if made_with else ""
-    return prediction_id, model.version, mask, f"Automatic mask by {model.version}{note}."
-
+    return f"Automatic mask by {version}{note}."

@@ -157,5 +157,13 @@ def _uncertainty(db: Database) -> None:
     )
 
 
-MIGRATIONS = [_initial_schema, _retraining, _painting, _drafts, _uncertainty]
+def _prediction_settings(db: Database) -> None:
+    """The predictor settings each automatic mask was made with (JSON of ``PredictorOptions``), so
+    a mask computed beforehand (``translandseg prelabel``) is reused only by an app that would have
+    made the same one; NULL for masks made before, which are never reused."""
+    db["predictions"].add_column("made_with", str)
+    db["predictions"].create_index(["image_id", "model_version"])
+
+
+MIGRATIONS = [_initial_schema, _retraining, _painting, _drafts, _uncertainty, _prediction_settings]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -240,12 +240,29 @@ class AnnotationStore:
     # predictions, annotations, reviews ---------------------------------------------------------
 
     def add_prediction(self, image_id: str, mask: np.ndarray, model_version: str,
-                       scores: Optional[Dict[str, float]] = None) -> int:  # fmt: skip
+                       scores: Optional[Dict[str, float]] = None, made_with: Optional[str] = None) -> int:  # fmt: skip
+        """Record an automatic mask of ``model_version``, made with the predictor settings ``made_with``."""
         self._check_mask(image_id, mask)
         row = {"image_id": image_id, "model_version": model_version, "mask": encode_mask(mask),
-               "scores": json.dumps(scores or {}), "created_at": now()}  # fmt: skip
+               "scores": json.dumps(scores or {}), "made_with": made_with, "created_at": now()}  # fmt: skip
         with self.writing() as db:
             return db["predictions"].insert(row).last_pk
+
+    def made_prediction(self, image_id: str, model_version: str, made_with: str) -> Optional[int]:
+        """The newest automatic mask of the image by ``model_version`` with settings ``made_with``."""
+        row = self.db.execute("""select id from predictions where image_id = ? and model_version = ? and made_with = ?
+            order by id desc limit 1""", [image_id, model_version, made_with]).fetchone()  # fmt: skip
+        return row[0] if row else None
+
+    def unpredicted_images(self, model_version: str, made_with: str) -> List[str]:
+        """Ids of the images without a label or an automatic mask by ``model_version`` with
+        settings ``made_with``, in the order they were added."""
+        rows = self.db.execute("""select i.id from images i
+            where not exists (select 1 from annotations a where a.image_id = i.id)
+              and not exists (select 1 from predictions p
+                              where p.image_id = i.id and p.model_version = ? and p.made_with = ?)
+            order by i.added_at, i.id""", [model_version, made_with])  # fmt: skip
+        return [row[0] for row in rows]
 
     def prediction_mask(self, prediction_id: int) -> np.ndarray:
         row = next(self.db.query("select mask from predictions where id = ?", [prediction_id]), None)

@@ -115,3 +115,53 @@ def test_a_worker_refuses_an_adapter_that_differs_from_the_clients(tiny_sam_chec
     scene = write_geotiff(tmp_path / "scene.tif", np.zeros((3, 40, 40), np.uint8))
     report = predict_on_cluster(client, changed, PredictorOptions(), [scene], tmp_path / "out", progress=False)
     assert "not the client's 000000000000" in report.failed[str(scene)]
+
+
+def test_prelabel_records_the_active_versions_masks_once_and_the_app_opens_them_without_predicting(
+        tiny_sam_checkpoint, adapter, client, tmp_path):  # fmt: skip
+    from annotations.labeling import LabelingSession, Workspace
+    from annotations.prelabeling import prelabel
+    from translandseg.interactive.embedding_cache import EmbeddingCache
+
+    embeddings = tmp_path / "embeddings"
+    loaded = load_model("tiny", tiny_sam_checkpoint, adapter)
+    workspace = Workspace(tmp_path / "labels.db", tmp_path / "images", loaded, "", EmbeddingCache(folder=embeddings))
+    rng = np.random.default_rng(1)
+    ids = [workspace.add_upload(write_geotiff(tmp_path / f"s{i}.tif", rng.integers(0, 255, (3, 70, 90), np.uint8)),
+                                f"s{i}.tif")[0] for i in range(3)]  # fmt: skip
+    with workspace.store() as store:
+        store.save_annotation(ids[2], np.zeros((70, 90), bool), "painted", "ana")  # labelled: nothing to prepare
+
+    model = {"sam_checkpoint": tiny_sam_checkpoint}
+    report = prelabel(client, workspace, embeddings, progress=False, **model)
+    assert report.recorded == 2 and not report.failed and report.version == loaded.version
+    with workspace.store() as store:
+        rows = list(store.db.query("select image_id, model_version, made_with from predictions"))
+    assert sorted(r["image_id"] for r in rows) == sorted(ids[:2])
+    assert {r["model_version"] for r in rows} == {loaded.version}
+    assert {r["made_with"] for r in rows} == {workspace.automatic_options.to_json()}
+    assert prelabel(client, workspace, embeddings, progress=False, **model).recorded == 0  # nothing left to prepare
+
+    session = LabelingSession.open_stored(workspace, ids[0])
+    assert "computed beforehand" in session.message
+    with workspace.store() as store:
+        assert np.array_equal(session.mask, store.prediction_mask(session.prediction_id))
+        assert store.db["predictions"].count == 2  # the app predicted nothing itself
+    key = session.correction._first_window(45, 35)[0]
+    assert key in EmbeddingCache(folder=embeddings)  # the first click's embedding waits on disk
+    session.close()
+
+
+def test_predict_runs_on_a_local_cluster_from_the_command_line(tiny_sam_checkpoint, adapter, tmp_path, capsys):
+    from translandseg.cli import main
+
+    rng = np.random.default_rng(2)
+    scenes = [str(write_geotiff(tmp_path / f"s{i}.tif", rng.integers(0, 255, (3, 60, 80), np.uint8))) for i in range(2)]
+    args = ["predict", *scenes, "--out", str(tmp_path / "out"), "--adapter", str(adapter), "--sam", "tiny",
+            "--sam-checkpoint", str(tiny_sam_checkpoint), "--workers", "1"]  # fmt: skip
+    assert main(args) == 0  # two scenes: a local cluster by default
+    captured = capsys.readouterr()
+    assert "dask: 1 workers, dashboard http" in captured.err
+    assert sorted(captured.out.split()) == [str(tmp_path / "out" / "s0_mask.tif"), str(tmp_path / "out" / "s1_mask.tif")]
+    with rasterio.open(tmp_path / "out" / "s0_mask.tif") as mask:
+        assert mask.crs.to_epsg() == 32648 and mask.shape == (60, 80)

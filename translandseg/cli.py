@@ -3,6 +3,7 @@
 import argparse
 import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import List, Optional
 
@@ -79,12 +80,10 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", type=Path, required=True, help="output folder")
     predict.add_argument("--bands", type=_bands, help="three 1-based bands as R,G,B (default 4,3,2 for 4+ bands)")
     predict.add_argument("--probability", action="store_true", help="write probability x 255 instead of 0/255")
-    predict.add_argument("--scheduler", default="auto",
-                         help="where to predict: 'none' (this process), 'local' (a Dask LocalCluster on this "
-                         "machine) or a Dask scheduler's address (tcp://HOST:8786); 'auto' (default) takes local "
-                         "for several scenes or a large raster. On Dask, GeoTIFF masks are Cloud-Optimized, the "
-                         "polygons go to OUT/landslides.gpkg, and masks already in OUT are kept (resume)")  # fmt: skip
-    predict.add_argument("--workers", type=int, help="workers of a local cluster (default: one per core)")
+    _scheduler_options(predict, "auto", "'none' (this process), 'local' (a Dask LocalCluster on this machine) or a "
+                       "Dask scheduler's address (tcp://HOST:8786); 'auto' (default) takes local for several scenes "
+                       "or a large raster. On Dask, GeoTIFF masks are Cloud-Optimized, the polygons go to "
+                       "OUT/landslides.gpkg, and masks already in OUT are kept (resume)")  # fmt: skip
     _model_options(predict, for_inference=True)
     _tile_options(predict)
     predict.set_defaults(run=_predict)
@@ -180,6 +179,24 @@ def _store_commands(commands) -> None:
     rank.add_argument("--device", default="cpu")
     rank.set_defaults(run=_rank)
 
+    prelabel = commands.add_parser("prelabel", help="compute a label store's automatic masks ahead, on a Dask cluster",
+                                   description="Records the active version's automatic mask of every image without "
+                                   "a label, and encodes the window of its first click into the app's embedding "
+                                   "cache, so the app opens them at once. Use the app's own --scale, --tile-size, "
+                                   "--views, --threshold, --precision and --focus-side: masks made with other "
+                                   "settings are not reused.")  # fmt: skip
+    prelabel.add_argument("--db", type=Path, required=True)
+    prelabel.add_argument("--limit", type=int, help="prepare at most this many images")
+    prelabel.add_argument("--cache-dir", type=Path,
+                          help="base checkpoints and the app's embeddings (default $TRANSLANDSEG_CACHE_DIR)")
+    prelabel.add_argument("--sam-checkpoint", type=Path, help="the base checkpoint file (default: from the cache)")
+    prelabel.add_argument("--device", default="cpu")
+    prelabel.add_argument("--focus-side", type=tile_side, help="the app's --focus-side")
+    _scheduler_options(prelabel, "local", "'local' (default: a Dask LocalCluster on this machine) or a Dask "
+                       "scheduler's address (tcp://HOST:8786)")  # fmt: skip
+    _tile_options(prelabel)
+    prelabel.set_defaults(run=_prelabel)
+
     user = commands.add_parser("add-user", help="add an analyst to the app's users file (serve --users FILE)",
                                description="Adds NAME (or replaces its line) with a salted scrypt hash of the "
                                "password, asked twice; reviewers may also accept and reject.")  # fmt: skip
@@ -212,6 +229,12 @@ def _model_options(parser, with_variant: bool = False, for_inference: bool = Fal
                            help=f"ATL structure (default {LITE_ATL_VARIANT} on lite, {DEFAULT_ATL_VARIANT} on SAM's)")
         group.add_argument("--image-size", type=int,
                            help=f"model input, a multiple of 16 (default {CPU_TRAIN_SIZE} on CPU, 1024 on GPU)")
+
+
+def _scheduler_options(parser, default: str, where: str) -> None:
+    group = parser.add_argument_group("cluster")
+    group.add_argument("--scheduler", default=default, help=f"where to compute: {where}")
+    group.add_argument("--workers", type=int, help="workers of a local cluster (default: one per core)")
 
 
 def _tile_options(parser) -> None:
@@ -346,7 +369,7 @@ def _scheduler(args) -> Optional[str]:
 
 
 def _predict_on_cluster(args, scheduler: str) -> int:
-    from .batch.jobs import open_client, predict_on_cluster
+    from .batch.jobs import predict_on_cluster
     from .batch.workers import ModelSpec
     from .default_model import choose_model
 
@@ -355,9 +378,7 @@ def _predict_on_cluster(args, scheduler: str) -> int:
         raise ValueError("this command needs a trained adapter: pass --adapter FILE")
     spec = ModelSpec.of(choice.model_type, choice.adapter, sam_checkpoint=args.sam_checkpoint, device=args.device,
                         cache_dir=args.cache_dir, download=not args.no_download)  # fmt: skip
-    with open_client(scheduler, args.workers) as client:
-        print(f"dask: {len(client.scheduler_info()['workers'])} workers, dashboard {client.dashboard_link}",
-              file=sys.stderr)  # fmt: skip
+    with _cluster(scheduler, args.workers) as client:
         report = predict_on_cluster(client, spec, _predictor_options(args), args.inputs, args.out, args.bands,
                                     args.probability)  # fmt: skip
     for output in report.written:
@@ -485,6 +506,39 @@ def _rank(args) -> None:
 
             scored = score_images(store, loaded, active["version"], args.limit, advance)
     print(f"{scored} images scored by {active['version']}")
+
+
+@contextmanager
+def _cluster(scheduler: str, workers: Optional[int]):
+    """A Dask client (``batch.jobs.open_client``), its workers and dashboard said on stderr."""
+    from .batch.jobs import open_client
+
+    with open_client(scheduler, workers) as client:
+        print(f"dask: {len(client.scheduler_info()['workers'])} workers, dashboard {client.dashboard_link}",
+              file=sys.stderr)  # fmt: skip
+        yield client
+
+
+def _prelabel(args) -> int:
+    from annotations.labeling import Workspace
+    from annotations.prelabeling import prelabel
+
+    from .sam_checkpoints import cache_dir
+
+    if args.overlap is not None:
+        raise ValueError("the app has no --overlap, so masks made with one would never be reused; leave it out")
+    options = _predictor_options(args)
+    workspace = Workspace(args.db, args.db.parent / "images", None, "", focus_min_side=args.focus_side,
+                          automatic_views=options.views, automatic_threshold=options.threshold,
+                          automatic_precision=options.precision, automatic_scale=options.scale,
+                          automatic_tile_size=options.tile_size)  # fmt: skip
+    with _cluster(args.scheduler, args.workers) as client:
+        report = prelabel(client, workspace, cache_dir(args.cache_dir) / "embeddings", args.limit, device=args.device,
+                          cache_dir=args.cache_dir, sam_checkpoint=args.sam_checkpoint)  # fmt: skip
+    print(f"{report.recorded} automatic masks by {report.version} recorded")
+    for name, reason in report.failed.items():
+        print(f"error: {name}: {reason}", file=sys.stderr)
+    return 1 if report.failed else 0
 
 
 def _add_user(args) -> None:

@@ -16,6 +16,7 @@ model in batches of ``batch_size``, one row of tiles at a time, and finished row
 at once, so memory grows with the raster's width, never with its area.
 """
 
+import json
 import os
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
@@ -298,6 +299,10 @@ class PredictorOptions:
 
     def predictor(self, model: TransLandSeg) -> "Predictor":
         return Predictor(model, **asdict(self))
+
+    def to_json(self) -> str:
+        """The settings as stored beside a mask made with them."""
+        return json.dumps(asdict(self), sort_keys=True)
 
 
 def at_tile_pixels(logits: torch.Tensor, shape: Tuple[int, int]) -> torch.Tensor:

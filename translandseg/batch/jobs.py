@@ -26,7 +26,7 @@ from tqdm import tqdm
 from ..predict import Blender, PredictorOptions, TileGrid, default_output, encode_mask, mask_output, predict_file
 from ..raster import RasterImage
 from .polygons import ScenePolygons, mask_polygons, write_geopackage
-from .workers import PLUGIN_NAME, ModelPlugin, ModelSpec, worker_model
+from .workers import ModelSpec, use_model, worker_model
 
 POLYGONS_FILE = "landslides.gpkg"
 LARGE_PIXELS = 4096 * 4096  # a larger scene is split across the workers
@@ -56,19 +56,12 @@ def open_client(scheduler: str, workers: Optional[int] = None) -> Iterator[Clien
             yield client
 
 
-def local_torch_threads(client: Client) -> Optional[int]:
-    """Each local worker's share of the machine's cores (None on a remote cluster)."""
-    if not isinstance(client.cluster, LocalCluster):
-        return None
-    return max(1, (os.cpu_count() or 1) // max(1, len(client.scheduler_info()["workers"])))
-
-
 def predict_on_cluster(client: Client, spec: ModelSpec, options: PredictorOptions, inputs: Sequence[Path],
                        out_dir: Path, bands: Optional[Sequence[int]] = None, probability: bool = False,
                        progress: bool = True, large_pixels: int = LARGE_PIXELS) -> JobReport:  # fmt: skip
     """Predict ``inputs`` into ``out_dir`` on ``client``'s workers; see the module's docstring.
     A scene of more than ``large_pixels`` pixels that the predictor sees in tiles is split."""
-    client.register_plugin(ModelPlugin(spec, local_torch_threads(client)), name=PLUGIN_NAME)
+    use_model(client, spec)
     report, scenes, large = JobReport(), {}, []
     level = round(options.threshold * 255) if probability else 0
     for source in inputs:

@@ -5,13 +5,14 @@ The client sends a ``ModelSpec`` (which base model and adapter, and the adapter'
 whose SHA-256 differs, so every worker predicts with the weights the client named.
 """
 
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
-from distributed import WorkerPlugin, get_worker
+from distributed import Client, LocalCluster, WorkerPlugin, get_worker
 
 from ..download import sha256_of
 from ..loading import LoadedModel, load_model
@@ -77,3 +78,12 @@ class ModelPlugin(WorkerPlugin):
 def worker_model() -> LoadedModel:
     """The model of the worker running this task (``ModelPlugin``, registered by the job)."""
     return get_worker().plugins[PLUGIN_NAME].model()
+
+
+def use_model(client: Client, spec: ModelSpec) -> None:
+    """Have every worker of ``client`` load ``spec`` for the tasks that follow (``worker_model``);
+    a local cluster's workers share the machine's cores out as torch threads."""
+    threads = None
+    if isinstance(client.cluster, LocalCluster):
+        threads = max(1, (os.cpu_count() or 1) // max(1, len(client.scheduler_info()["workers"])))
+    client.register_plugin(ModelPlugin(spec, threads), name=PLUGIN_NAME)

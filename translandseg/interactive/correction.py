@@ -196,6 +196,15 @@ class CorrectionSession:
 
     def prefetch(self, x: float = 0, y: float = 0) -> None:
         """Start encoding the window a click at (x, y) would first use, in the background."""
+        self.prompter.cache.prefetch(*self._first_window(x, y))
+
+    def encode_first_window(self, x: float = 0, y: float = 0) -> None:
+        """Encode the window a click at (x, y) would first use into the cache now (``prefetch``
+        done ahead of time, e.g. into a cache folder that the app reads later)."""
+        self.prompter.cache.get(*self._first_window(x, y))
+
+    def _first_window(self, x: float, y: float):
+        """(cache key, encoder call) of the window a click at (x, y) would first use."""
         self._require_prompter()
         window = plan(self._mask, (), PointClick(int(x), int(y), True), self.focus_min_side, self.window_size).window
         image = self.image
@@ -205,7 +214,7 @@ class CorrectionSession:
             with RasterImage(path, bands, percentiles) as own:
                 return self.prompter.encode(own.read(Window(*window))[0])
 
-        self.prompter.cache.prefetch(self.embedding_key(window), encode)
+        return self.embedding_key(window), encode
 
     def embedding_key(self, window: WindowBox) -> EmbeddingKey:
         return self.prompter.key(self.image_sha256, window, self.image.rendering)
