@@ -132,6 +132,8 @@ def test_an_old_store_is_migrated_to_number_its_prompts(tmp_path, scene):
         conn.execute("alter table prompts drop column radius")
         conn.execute("drop table drafts")  # and before the later migrations
         conn.execute("drop table uncertainty")
+        conn.execute("drop index idx_predictions_image_id_model_version")
+        conn.execute("alter table predictions drop column made_with")
         painting = [m.__name__ for m in MIGRATIONS].index("_painting")
         conn.execute(f"pragma user_version = {painting}")
     with AnnotationStore(path) as store:

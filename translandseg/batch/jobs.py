@@ -62,7 +62,7 @@ def predict_on_cluster(client: Client, spec: ModelSpec, options: PredictorOption
     """Predict ``inputs`` into ``out_dir`` on ``client``'s workers; see the module's docstring.
     A scene of more than ``large_pixels`` pixels that the predictor sees in tiles is split."""
     use_model(client, spec)
-    report, scenes, large = JobReport(), {}, []
+    report, scenes, large, planned = JobReport(), {}, [], []
     level = round(options.threshold * 255) if probability else 0
     for source in inputs:
         try:
@@ -70,6 +70,7 @@ def predict_on_cluster(client: Client, spec: ModelSpec, options: PredictorOption
         except (OSError, ValueError) as error:
             report.failed[str(source)] = str(error)
             continue
+        planned.append(output)
         grid = None
         if not output.exists() and height * width > large_pixels:
             grid = client.submit(_tile_grid, options, height, width, pure=False).result()
@@ -89,6 +90,7 @@ def predict_on_cluster(client: Client, spec: ModelSpec, options: PredictorOption
             report.written.append(output)
         except Exception as error:  # noqa: BLE001 - any failure of one scene is reported, the job goes on
             report.failed[str(source)] = f"{type(error).__name__}: {error}"
+    report.written.sort(key=planned.index)  # in input order, as they were given
     polygons = [found[source] for source in inputs if source in found]  # in input order: the first CRS leads
     if any(scene.crs_wkt for scene in polygons):
         report.geopackage = Path(out_dir) / POLYGONS_FILE
