@@ -8,7 +8,7 @@ from rasterio.transform import from_origin
 
 from conftest import write_geotiff
 from translandseg.batch.jobs import POLYGONS_FILE, open_client, predict_on_cluster
-from translandseg.batch.workers import ModelSpec
+from translandseg.batch.workers import PLUGIN_NAME, ModelSpec
 from translandseg.build import LITE
 from translandseg.data import find_pairs, load_pair
 from translandseg.default_model import DEFAULT_ADAPTER
@@ -115,6 +115,22 @@ def test_a_worker_refuses_an_adapter_that_differs_from_the_clients(tiny_sam_chec
     scene = write_geotiff(tmp_path / "scene.tif", np.zeros((3, 40, 40), np.uint8))
     report = predict_on_cluster(client, changed, PredictorOptions(), [scene], tmp_path / "out", progress=False)
     assert "not the client's 000000000000" in report.failed[str(scene)]
+
+
+def test_workers_keep_their_model_for_the_next_job_with_the_same_one(tiny_sam_checkpoint, adapter, client, tmp_path):
+    spec = ModelSpec.of("tiny", adapter, sam_checkpoint=tiny_sam_checkpoint)
+    scenes = [write_geotiff(tmp_path / f"s{i}.tif", np.zeros((3, 40, 40), np.uint8)) for i in range(2)]
+
+    def plugins():
+        return client.run(lambda dask_worker: id(dask_worker.plugins[PLUGIN_NAME]))
+
+    predict_on_cluster(client, spec, PredictorOptions(), scenes, tmp_path / "first", progress=False)
+    held = plugins()
+    predict_on_cluster(client, spec, PredictorOptions(), scenes, tmp_path / "second", progress=False)
+    assert plugins() == held
+    other = ModelSpec(spec.model_type, spec.adapter, spec.adapter_sha256, spec.sam_checkpoint, download=False)
+    predict_on_cluster(client, other, PredictorOptions(), scenes, tmp_path / "third", progress=False)
+    assert all(plugins()[worker] != plugin for worker, plugin in held.items())
 
 
 def test_prelabel_records_the_active_versions_masks_once_and_the_app_opens_them_without_predicting(

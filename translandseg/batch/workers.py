@@ -82,8 +82,18 @@ def worker_model() -> LoadedModel:
 
 def use_model(client: Client, spec: ModelSpec) -> None:
     """Have every worker of ``client`` load ``spec`` for the tasks that follow (``worker_model``);
-    a local cluster's workers share the machine's cores out as torch threads."""
+    a local cluster's workers share the machine's cores out as torch threads. Workers that already
+    hold ``spec`` keep it loaded, so jobs that follow one another on a cluster load it once."""
     threads = None
     if isinstance(client.cluster, LocalCluster):
         threads = max(1, (os.cpu_count() or 1) // max(1, len(client.scheduler_info()["workers"])))
+    held = client.run(_held_model)
+    if held and all(found == (spec, threads) for found in held.values()):
+        return
     client.register_plugin(ModelPlugin(spec, threads), name=PLUGIN_NAME)
+
+
+def _held_model(dask_worker) -> Optional[tuple]:
+    """On a worker: the (spec, torch threads) of its model plugin, if it has one."""
+    plugin = dask_worker.plugins.get(PLUGIN_NAME)
+    return (plugin.spec, plugin.torch_threads) if plugin else None
