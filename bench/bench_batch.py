@@ -8,10 +8,13 @@ from submission to its GeoPackage, the cluster started and each worker's model l
 beforehand, as this process's is). ``mosaic``: a generated ``--side``² 3-band GeoTIFF (real patches laid side by side,
 tiled, deflate) predicted in this process and by a 2-worker LocalCluster (rows of tiles across
 the workers); the masks compared block by block, and the peak resident memory of the
-single-process run (a child process), of each worker and of the client.
+single-process run (a child process), of each worker and of the client. ``unchanged``: the
+single-process ``translandseg predict`` of this tree against a checkout of an earlier commit, on
+the same scenes and a mosaic: seconds and identical masks.
 
     python bench/bench_batch.py SAMPLES throughput [--scenes 40]
     python bench/bench_batch.py SAMPLES mosaic [--side 20000] [--work /tmp/translandseg-mosaic]
+    python bench/bench_batch.py SAMPLES unchanged --baseline OLD_CHECKOUT [--scenes 40] [--side 2500]
 """
 
 import argparse
@@ -126,6 +129,34 @@ def alone(source: Path, output: Path) -> None:
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
 
 
+def unchanged(samples: Path, baseline: Path, count: int, side: int) -> None:
+    """``translandseg predict`` in this process, by this tree and by ``baseline`` (a checkout of an
+    earlier commit), on ``count`` 512² scenes and one ``side``² mosaic: seconds (each command run
+    twice, its faster run kept), and whether the masks are identical."""
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        made = (scenes(samples, "test") + scenes(samples, "train"))[:count]
+        many = [write_scene(work / f"scene{i:02d}.tif", rgb) for i, (rgb, _) in enumerate(made)]
+        mosaic(samples, side, work / "mosaic.tif")
+        print(f"| single-process `predict` | {count} scenes of 512², s | {side}² mosaic, s |\n| --- | --- | --- |")
+        here = Path(__file__).resolve().parents[1]
+        for label, tree, extra in (("baseline", baseline, []), ("this", here, ["--scheduler", "none"])):
+            seconds = []
+            for inputs, out in ((many, work / label / "many"), ([work / "mosaic.tif"], work / label / "mosaic")):
+                command = [sys.executable, "-m", "translandseg", "predict", *map(str, inputs), "--out", str(out), *extra]
+                seconds.append(min(_timed(command, tree) for _ in range(2)))
+            print(f"| {label} (`{tree}`) | {seconds[0]:.1f} | {seconds[1]:.1f} |")
+        masks = sorted((work / "baseline").rglob("*_mask.tif"))
+        differ = sum(same_masks(mask, work / "this" / mask.relative_to(work / "baseline")) for mask in masks)
+        print(f"{len(masks)} masks; pixels that differ between the two trees' masks: {differ}")
+
+
+def _timed(command: List[str], tree: Path) -> float:
+    started = time.perf_counter()
+    subprocess.run(command, cwd=tree, check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("samples", type=Path)
@@ -134,6 +165,10 @@ def main() -> None:
     mosaic_parser = commands.add_parser("mosaic")
     mosaic_parser.add_argument("--side", type=int, default=20000)
     mosaic_parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "translandseg-mosaic")
+    unchanged_parser = commands.add_parser("unchanged")
+    unchanged_parser.add_argument("--baseline", type=Path, required=True, help="a checkout of an earlier commit")
+    unchanged_parser.add_argument("--scenes", type=int, default=40)
+    unchanged_parser.add_argument("--side", type=int, default=2500)
     alone_parser = commands.add_parser("alone")  # the single-process run of ``mosaic``, in its own process
     alone_parser.add_argument("source", type=Path)
     alone_parser.add_argument("output", type=Path)
@@ -142,6 +177,8 @@ def main() -> None:
         throughput(args.samples, args.scenes)
     elif args.command == "mosaic":
         large(args.samples, args.side, args.work)
+    elif args.command == "unchanged":
+        unchanged(args.samples, args.baseline.resolve(), args.scenes, args.side)
     else:
         alone(args.source, args.output)
 
