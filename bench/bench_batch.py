@@ -3,9 +3,10 @@
 ``throughput``: 40 scenes of 512² (4 x 4 Landslide4Sense RGB patches each, both sides of
 ``split.csv``; written as GeoTIFFs with a made-up UTM transform, so the job writes COGs and
 polygons) predicted by the shipped adapter in this process one after another (``predict_file``,
-the single-process path), then by a LocalCluster of 1 and of 2 worker processes (each job timed
-from submission to its GeoPackage, the cluster started and each worker's model loaded
-beforehand, as this process's is). ``mosaic``: a generated ``--side``² 3-band GeoTIFF (real patches laid side by side,
+the single-process path), then by a LocalCluster of 1 and of 2 worker processes sharing the
+machine's cores, and of 1 and 2 workers each pinned to a core of its own (scaling at equal cores
+a worker; each job timed from submission to its GeoPackage, the cluster started and each
+worker's model loaded beforehand, as this process's is). ``mosaic``: a generated ``--side``² 3-band GeoTIFF (real patches laid side by side,
 tiled, deflate) predicted in this process and by a 2-worker LocalCluster (rows of tiles across
 the workers); the masks compared block by block, and the peak resident memory of the
 single-process run (a child process), of each worker and of the client. ``unchanged``: the
@@ -18,6 +19,7 @@ the same scenes and a mosaic: seconds and identical masks.
 """
 
 import argparse
+import os
 import resource
 import subprocess
 import sys
@@ -33,7 +35,7 @@ from rasterio.transform import from_origin
 from rasterio.windows import Window
 
 from translandseg.batch.jobs import open_client, predict_on_cluster
-from translandseg.batch.workers import ModelSpec, use_model, worker_model
+from translandseg.batch.workers import PLUGIN_NAME, ModelSpec, use_model
 from translandseg.build import LITE
 from translandseg.data import load_pair, read_split
 from translandseg.default_model import DEFAULT_ADAPTER
@@ -50,6 +52,11 @@ def write_scene(path: Path, rgb: np.ndarray, top: float = 3_000_000.0) -> Path:
     return path
 
 
+def load_now(dask_worker) -> None:
+    """On a worker: load its model before the job is timed."""
+    dask_worker.plugins[PLUGIN_NAME].model()
+
+
 def throughput(samples: Path, count: int) -> None:
     spec, options = ModelSpec.of(LITE, DEFAULT_ADAPTER), PredictorOptions()
     with tempfile.TemporaryDirectory() as folder:
@@ -60,13 +67,18 @@ def throughput(samples: Path, count: int) -> None:
         for path in paths:
             predict_file(predictor, path, Path(folder) / "alone" / f"{path.stem}_mask.tif")
         rows = [("this process, one scene after another", time.perf_counter() - started)]
-        for workers in (1, 2):
+        for workers, pinned in ((1, False), (2, False), (1, True), (2, True)):
             with open_client("local", workers) as client:
+                if pinned:
+                    for core, address in enumerate(sorted(client.scheduler_info(n_workers=-1)["workers"])):
+                        client.run(os.sched_setaffinity, 0, {core}, workers=[address])
                 use_model(client, spec)
-                client.run(lambda: worker_model() is not None)  # loaded beforehand, as this process's model is
+                client.run(load_now)  # loaded beforehand, as this process's model is
                 started = time.perf_counter()
-                report = predict_on_cluster(client, spec, options, paths, Path(folder) / f"workers{workers}", progress=False)
-                rows.append((f"LocalCluster, {workers} worker{'s' if workers > 1 else ''}", time.perf_counter() - started))
+                report = predict_on_cluster(client, spec, options, paths, Path(folder) / f"{workers}{pinned}", progress=False)
+                cores = "a core each" if pinned else "sharing the cores"
+                rows.append((f"LocalCluster, {workers} worker{'s' if workers > 1 else ''}, {cores}",
+                             time.perf_counter() - started))  # fmt: skip
                 assert not report.failed, report.failed
     print(f"| {len(paths)} scenes of 512² | seconds | scenes / min |\n| --- | --- | --- |")
     for label, seconds in rows:

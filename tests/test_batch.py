@@ -8,7 +8,7 @@ from rasterio.transform import from_origin
 
 from conftest import write_geotiff
 from translandseg.batch.jobs import POLYGONS_FILE, open_client, predict_on_cluster
-from translandseg.batch.workers import PLUGIN_NAME, ModelSpec
+from translandseg.batch.workers import PLUGIN_NAME, ModelSpec, usable_cores
 from translandseg.build import LITE
 from translandseg.data import find_pairs, load_pair
 from translandseg.default_model import DEFAULT_ADAPTER
@@ -131,6 +131,24 @@ def test_workers_keep_their_model_for_the_next_job_with_the_same_one(tiny_sam_ch
     other = ModelSpec(spec.model_type, spec.adapter, spec.adapter_sha256, spec.sam_checkpoint, download=False)
     predict_on_cluster(client, other, PredictorOptions(), scenes, tmp_path / "third", progress=False)
     assert all(plugins()[worker] != plugin for worker, plugin in held.items())
+
+
+def test_local_workers_share_the_cores_as_torch_threads_without_dasks_allocator_settings(
+    tiny_sam_checkpoint, adapter, client, tmp_path
+):
+    scene = write_geotiff(tmp_path / "scene.tif", np.zeros((3, 40, 40), np.uint8))
+    spec = ModelSpec.of("tiny", adapter, sam_checkpoint=tiny_sam_checkpoint)
+    predict_on_cluster(client, spec, PredictorOptions(), [scene], tmp_path / "out", progress=False)
+
+    def settings():
+        import os
+
+        import torch
+
+        return torch.get_num_threads(), os.environ.get("MALLOC_TRIM_THRESHOLD_"), os.environ.get("OMP_NUM_THREADS")
+
+    expected = max(1, usable_cores() // 2)
+    assert set(client.run(settings).values()) == {(expected, None, None)}
 
 
 def test_prelabel_records_the_active_versions_masks_once_and_the_app_opens_them_without_predicting(

@@ -12,7 +12,6 @@ that of a few rows of tiles. Inputs, outputs and the adapter must be reachable b
 paths from every worker (a shared file system, or one machine).
 """
 
-import os
 import sys
 from collections import deque
 from contextlib import contextmanager
@@ -20,17 +19,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence
 
+import dask
 from distributed import Client, Future, LocalCluster, as_completed
 from tqdm import tqdm
 
 from ..predict import Blender, PredictorOptions, TileGrid, default_output, encode_mask, mask_output, predict_file
 from ..raster import RasterImage
 from .polygons import ScenePolygons, mask_polygons, write_geopackage
-from .workers import ModelSpec, use_model, worker_model
+from .workers import ModelSpec, usable_cores, use_model, worker_model
 
 POLYGONS_FILE = "landslides.gpkg"
 LARGE_PIXELS = 4096 * 4096  # a larger scene is split across the workers
 ROWS_PER_TASK = 2  # rows of tiles a worker computes for a large scene in one task
+
+
+# What a LocalCluster's worker processes start with instead of Dask's defaults: nothing. Dask's
+# MALLOC_TRIM_THRESHOLD_ makes glibc map and unmap every large tensor afresh (measured: the model
+# twice as slow a scene) and its OMP_NUM_THREADS=1 holds torch to fewer threads than it is given.
+WORKER_ENVIRONMENT: Dict[str, str] = {}
 
 
 @dataclass
@@ -51,9 +57,10 @@ def open_client(scheduler: str, workers: Optional[int] = None) -> Iterator[Clien
         with Client(scheduler) as client:
             yield client
         return
-    with LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True) as cluster:
-        with Client(cluster) as client:
-            yield client
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": WORKER_ENVIRONMENT}):
+        cluster = LocalCluster(n_workers=workers or usable_cores(), threads_per_worker=1, processes=True)
+    with cluster, Client(cluster) as client:
+        yield client
 
 
 def predict_on_cluster(client: Client, spec: ModelSpec, options: PredictorOptions, inputs: Sequence[Path],

@@ -7,12 +7,14 @@ whose SHA-256 differs, so every worker predicts with the weights the client name
 
 import os
 import threading
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Dict, Optional
 
 import torch
-from distributed import Client, LocalCluster, WorkerPlugin, get_worker
+from distributed import Client, WorkerPlugin, get_worker
+from distributed.comm import get_address_host
 
 from ..download import sha256_of
 from ..loading import LoadedModel, load_model
@@ -38,10 +40,11 @@ class ModelSpec:
 
 
 class ModelPlugin(WorkerPlugin):
-    """Loads ``spec`` on a worker once, at its first use; ``torch_threads`` caps each worker's
-    torch threads (a local cluster shares the machine's cores between its workers)."""
+    """Loads ``spec`` on a worker once, at its first use; ``torch_threads`` gives each host's
+    workers their torch threads (``torch_threads_by_host``; a worker not in it takes its host's
+    cores over its own task threads)."""
 
-    def __init__(self, spec: ModelSpec, torch_threads: Optional[int] = None) -> None:
+    def __init__(self, spec: ModelSpec, torch_threads: Optional[Dict[str, int]] = None) -> None:
         self.spec = spec
         self.torch_threads = torch_threads
         self._loaded: Optional[LoadedModel] = None
@@ -54,8 +57,8 @@ class ModelPlugin(WorkerPlugin):
         self.__init__(state["spec"], state["torch_threads"])
 
     def setup(self, worker) -> None:
-        if self.torch_threads:
-            torch.set_num_threads(self.torch_threads)
+        default = max(1, usable_cores() // worker.state.nthreads)
+        torch.set_num_threads((self.torch_threads or {}).get(get_address_host(worker.address), default))
 
     def model(self) -> LoadedModel:
         with self._lock:
@@ -81,16 +84,30 @@ def worker_model() -> LoadedModel:
 
 
 def use_model(client: Client, spec: ModelSpec) -> None:
-    """Have every worker of ``client`` load ``spec`` for the tasks that follow (``worker_model``);
-    a local cluster's workers share the machine's cores out as torch threads. Workers that already
-    hold ``spec`` keep it loaded, so jobs that follow one another on a cluster load it once."""
-    threads = None
-    if isinstance(client.cluster, LocalCluster):
-        threads = max(1, (os.cpu_count() or 1) // max(1, len(client.scheduler_info()["workers"])))
+    """Have every worker of ``client`` load ``spec`` for the tasks that follow (``worker_model``),
+    each host's cores shared out among its workers as torch threads. Workers that already hold
+    ``spec`` keep it loaded, so jobs that follow one another on a cluster load it once."""
+    threads = torch_threads_by_host(client)
     held = client.run(_held_model)
     if held and all(found == (spec, threads) for found in held.values()):
         return
     client.register_plugin(ModelPlugin(spec, threads), name=PLUGIN_NAME)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity: taskset, a cgroup's cpuset), else all."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def torch_threads_by_host(client: Client) -> Dict[str, int]:
+    """Each host's cores over the task threads of all its workers: the torch threads of each one."""
+    cores = client.run(usable_cores)
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    threads_on_host: Counter = Counter()
+    for address, info in workers.items():
+        threads_on_host[get_address_host(address)] += info["nthreads"]
+    return {host: max(1, min(cores[a] for a in workers if get_address_host(a) == host) // count)
+            for host, count in threads_on_host.items()}  # fmt: skip
 
 
 def _held_model(dask_worker) -> Optional[tuple]:
