@@ -144,20 +144,26 @@ def alone(source: Path, output: Path) -> None:
 def unchanged(samples: Path, baseline: Path, count: int, side: int) -> None:
     """``translandseg predict`` in this process, by this tree and by ``baseline`` (a checkout of an
     earlier commit), on ``count`` 512² scenes and one ``side``² mosaic: seconds (each command run
-    twice, its faster run kept), and whether the masks are identical."""
+    three times, the trees alternating, its fastest run kept), and whether the masks are identical."""
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         made = (scenes(samples, "test") + scenes(samples, "train"))[:count]
         many = [write_scene(work / f"scene{i:02d}.tif", rgb) for i, (rgb, _) in enumerate(made)]
         mosaic(samples, side, work / "mosaic.tif")
         print(f"| single-process `predict` | {count} scenes of 512², s | {side}² mosaic, s |\n| --- | --- | --- |")
-        here = Path(__file__).resolve().parents[1]
-        for label, tree, extra in (("baseline", baseline, []), ("this", here, ["--scheduler", "none"])):
-            seconds = []
-            for inputs, out in ((many, work / label / "many"), ([work / "mosaic.tif"], work / label / "mosaic")):
-                command = [sys.executable, "-m", "translandseg", "predict", *map(str, inputs), "--out", str(out), *extra]
-                seconds.append(min(_timed(command, tree) for _ in range(2)))
-            print(f"| {label} (`{tree}`) | {seconds[0]:.1f} | {seconds[1]:.1f} |")
+        trees = {"baseline": (baseline, []), "this": (Path(__file__).resolve().parents[1], ["--scheduler", "none"])}
+        seconds: dict = {label: [] for label in trees}
+        for inputs, name in ((many, "many"), ([work / "mosaic.tif"], "mosaic")):
+            runs: dict = {label: [] for label in trees}
+            for _ in range(3):  # the trees alternate, so a drift of the machine's speed touches both
+                for label, (tree, extra) in trees.items():
+                    out = work / label / name
+                    command = [sys.executable, "-m", "translandseg", "predict", *map(str, inputs), "--out", str(out), *extra]
+                    runs[label].append(_timed(command, tree))
+            for label in trees:
+                seconds[label].append(min(runs[label]))
+        for label, (tree, _) in trees.items():
+            print(f"| {label} (`{tree}`) | {seconds[label][0]:.1f} | {seconds[label][1]:.1f} |")
         masks = sorted((work / "baseline").rglob("*_mask.tif"))
         differ = sum(same_masks(mask, work / "this" / mask.relative_to(work / "baseline")) for mask in masks)
         print(f"{len(masks)} masks; pixels that differ between the two trees' masks: {differ}")

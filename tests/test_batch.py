@@ -4,10 +4,12 @@ import numpy as np
 import pyogrio
 import pytest
 import rasterio
+import shapely
 from rasterio.transform import from_origin
 
 from conftest import write_geotiff
 from translandseg.batch.jobs import POLYGONS_FILE, open_client, predict_on_cluster
+from translandseg.batch.polygons import mask_polygons
 from translandseg.batch.workers import PLUGIN_NAME, ModelSpec, usable_cores
 from translandseg.build import LITE
 from translandseg.data import find_pairs, load_pair
@@ -199,3 +201,21 @@ def test_predict_runs_on_a_local_cluster_from_the_command_line(tiny_sam_checkpoi
     assert sorted(captured.out.split()) == [str(tmp_path / "out" / "s0_mask.tif"), str(tmp_path / "out" / "s1_mask.tif")]
     with rasterio.open(tmp_path / "out" / "s0_mask.tif") as mask:
         assert mask.crs.to_epsg() == 32648 and mask.shape == (60, 80)
+
+
+def test_polygons_read_in_bands_of_rows_are_the_regions_of_the_whole_mask(tmp_path):
+    rng = np.random.default_rng(0)
+    mask = (rng.random((60, 50)) < 0.45).astype(np.uint8) * 255  # many regions, many cut by band edges
+    mask[20:40, 5:45] = 255  # one region across two bands, with holes punched in it
+    mask[25, 10:40:3] = mask[31:36, 20] = 0
+    path = tmp_path / "mask.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=50, height=60, count=1, dtype="uint8", crs="EPSG:32648",
+                       transform=from_origin(500_000.0, 3_000_000.0, 10.0, 10.0)) as out:  # fmt: skip
+        out.write(mask, 1)
+    whole, banded = mask_polygons(path, "s", band_rows=60), mask_polygons(path, "s", band_rows=7)
+    assert sorted(banded.pixels) == sorted(whole.pixels) and sum(whole.pixels) == int((mask > 0).sum())
+    shapes_of = [shapely.union_all([shapely.geometry.shape(g) for g in found.polygons]) for found in (whole, banded)]
+    assert shapes_of[0].symmetric_difference(shapes_of[1]).area == 0
+    assert shapes_of[0].area == 100 * sum(whole.pixels)  # in the CRS: 10 m pixels
+    assert shapely.box(500_000, 2_999_400, 500_500, 3_000_000).contains(shapes_of[0])
+    assert any(len(shapely.geometry.shape(g).interiors) for g in banded.polygons)

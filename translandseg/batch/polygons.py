@@ -14,11 +14,15 @@ import numpy as np
 import pyogrio
 import rasterio
 import shapely
+import shapely.affinity
+from affine import Affine
 from rasterio.crs import CRS
 from rasterio.features import shapes
 from rasterio.warp import transform_geom
+from rasterio.windows import Window
 
 LAYER = "landslides"
+BAND_ROWS = 2048  # mask rows polygonised at a time
 
 
 @dataclass
@@ -29,22 +33,34 @@ class ScenePolygons:
     pixels: List[int]
 
 
-def mask_polygons(path: Path, scene: str, level: int = 0) -> ScenePolygons:
+def mask_polygons(path: Path, scene: str, level: int = 0, band_rows: int = BAND_ROWS) -> ScenePolygons:
     """The regions of a mask file whose pixels exceed ``level`` (0 for a 0/255 mask; the scaled
-    threshold for a probability file), as polygons in its CRS."""
+    threshold for a probability file), as polygons in its CRS. The mask is read ``band_rows`` rows
+    at a time and the regions cut by a band's edge are joined again, so memory follows the
+    regions, not the raster's area."""
     with rasterio.open(path) as dataset:
         if dataset.crs is None:
             return ScenePolygons(scene, "", [], [])
-        marked = dataset.read(1) > level
-        found = list(shapes(marked.astype(np.uint8), mask=marked, connectivity=4, transform=dataset.transform))
-        geometries = [geometry for geometry, _ in found]
-        return ScenePolygons(scene, dataset.crs.to_wkt(), geometries, _pixel_counts(geometries, dataset.transform))
+        pieces, cut = [], []
+        for top in range(0, dataset.height, band_rows):
+            height = min(band_rows, dataset.height - top)
+            marked = (dataset.read(1, window=Window(0, top, dataset.width, height)) > level).astype(np.uint8)
+            for geometry, _ in shapes(marked, mask=marked.astype(bool), connectivity=4,
+                                      transform=Affine.translation(0, top)):  # fmt: skip
+                polygon = shapely.geometry.shape(geometry)  # in pixels: integer corners, exact to join
+                _, low, _, high = polygon.bounds
+                touches_edge = (low == top and top > 0) or (high == top + height < dataset.height)
+                (cut if touches_edge else pieces).append(polygon)
+        pieces += list(shapely.get_parts(shapely.union_all(cut))) if cut else []
+        to_crs = [*dataset.transform][:6]
+        geometries = [shapely.geometry.mapping(shapely.affinity.affine_transform(p, _shapely_order(to_crs))) for p in pieces]
+        return ScenePolygons(scene, dataset.crs.to_wkt(), geometries, [round(p.area) for p in pieces])
 
 
-def _pixel_counts(geometries: Sequence[dict], transform) -> List[int]:
-    """Each polygon's pixels: its area over one pixel's (exact, its edges follow pixel edges)."""
-    pixel_area = abs(transform.a * transform.e - transform.b * transform.d)
-    return [round(shapely.geometry.shape(geometry).area / pixel_area) for geometry in geometries]
+def _shapely_order(affine: Sequence[float]) -> List[float]:
+    """A rasterio affine (a, b, c, d, e, f) as shapely's [a, b, d, e, xoff, yoff]."""
+    a, b, c, d, e, f = affine
+    return [a, b, d, e, c, f]
 
 
 def write_geopackage(scenes: Sequence[ScenePolygons], path: Path) -> int:
