@@ -92,6 +92,7 @@ def campaign(args) -> None:
         with workspace.store() as store:
             score_images(store, loaded, loaded.version, args.rank)
     settings = RetrainSettings(LITE, epochs=args.epochs, max_minutes=args.minutes, click_epochs=args.click_epochs,
+                               trains=args.trains, decoder_steps=args.decoder_steps,
                                rank_images=args.rank if args.order == "uncertainty" else 0)  # fmt: skip
     truths = {p.image.name: p.label for p in pool}
     run = Campaign(workspace, truths, args.rounds, settings)
@@ -167,6 +168,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--click-epochs", type=int, default=2)
+    parser.add_argument("--trains", choices=("adapter", "decoder"), default="adapter", help="what each round trains")
+    parser.add_argument("--decoder-steps", type=int, default=1500)
     parser.add_argument("--rank", type=int, default=100, help="images each version scores (uncertainty order)")
     parser.add_argument("--test-images", type=int, default=100)
     parser.add_argument("--click-images", type=int, default=20)

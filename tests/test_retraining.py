@@ -151,6 +151,23 @@ def test_a_run_keeps_its_last_epoch_and_measures_it_on_the_validation_images(sto
     assert model["metrics"]["epoch"] == 2 and {k: model["metrics"][k] for k in run["val_metrics"]} == run["val_metrics"]
 
 
+def test_a_decoder_round_keeps_the_active_versions_atl_and_retrains_its_decoder(store_with_labels, tiny_sam_checkpoint):
+    start_retraining(store_with_labels, tiny_settings(tiny_sam_checkpoint))
+    assert wait_for(store_with_labels, finished)["status"] == "succeeded"
+    with AnnotationStore(store_with_labels) as store:
+        (first,) = store.models()
+        activate(store, first["version"])
+    start_retraining(store_with_labels, tiny_settings(tiny_sam_checkpoint, trains="decoder", decoder_steps=30))
+    run = wait_for(store_with_labels, finished)
+    assert run["status"] == "succeeded" and "(the decoder, 30 steps)" in run["message"], run["message"]
+    assert set(run["val_metrics"]) == {"iou", "f1", "miou"} and "active" in run["message"]  # compared with the first
+    with AnnotationStore(store_with_labels) as store:
+        second = next(m for m in store.models() if m["run_id"] == run["id"])
+    weights = [load_model("tiny", tiny_sam_checkpoint, m["file"], image_size=64).model.state_dict() for m in (first, second)]
+    assert all(weights[0][k].equal(weights[1][k]) for k in weights[0] if k.startswith("atl."))
+    assert not all(weights[0][k].equal(weights[1][k]) for k in weights[0] if k.startswith("mask_decoder."))
+
+
 def test_auto_activation_needs_a_better_version(tmp_path, store_with_labels, tiny_sam_checkpoint):
     with AnnotationStore(store_with_labels) as store:
         set_auto_activate(store, True)

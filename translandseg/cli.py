@@ -155,6 +155,10 @@ def _store_commands(commands) -> None:
     retrain.add_argument("--minutes", type=float, default=30.0, help="time budget")
     retrain.add_argument("--click-epochs", type=int, default=2,
                          help="passes of simulated clicks for the point decoder (0: keep the active version's)")
+    retrain.add_argument("--trains", choices=("adapter", "decoder"), default="adapter",
+                         help="adapter: the ATL and the mask decoder (the paper's); decoder: the mask decoder alone, "
+                         "on the active version's ATL embeddings computed once (a round of minutes)")  # fmt: skip
+    retrain.add_argument("--decoder-steps", type=int, default=1500, help="steps of a decoder-only run")
     retrain.add_argument("--detach", action="store_true", help="start the run and return at once")
     retrain.add_argument("--cancel", action="store_true", help="cancel the running run instead")
     _model_options(retrain)
@@ -432,15 +436,16 @@ def _retrain(args) -> None:
     choice = choose_model(args.sam, args.sam_checkpoint, None, args.cache_dir)
     settings = RetrainSettings(choice.model_type, args.sam_checkpoint and str(args.sam_checkpoint),
                                args.cache_dir and str(args.cache_dir), args.device, tuple(args.status.split(",")),
-                               args.epochs, max_minutes=args.minutes, click_epochs=args.click_epochs)  # fmt: skip
+                               args.epochs, max_minutes=args.minutes, trains=args.trains,
+                               decoder_steps=args.decoder_steps, click_epochs=args.click_epochs)  # fmt: skip
     run_id, process = start_retraining(args.db, settings, requested_by="cli")
     print(f"run {run_id} started (pid {process.pid})", file=sys.stderr)
     if not args.detach:
-        _follow(args.db, run_id, args.epochs)
+        _follow(args.db, run_id)
 
 
-def _follow(db: Path, run_id: int, epochs: int) -> None:
-    """A progress bar over the run's epochs until it ends; Ctrl-C cancels the run."""
+def _follow(db: Path, run_id: int) -> None:
+    """A progress bar over the run's training until it ends; Ctrl-C cancels the run."""
     import time
 
     from tqdm import tqdm
@@ -448,11 +453,11 @@ def _follow(db: Path, run_id: int, epochs: int) -> None:
     from annotations import AnnotationStore
     from annotations.training_runs import current_run, request_cancel
 
-    with AnnotationStore(db) as store, tqdm(total=epochs, desc=f"run {run_id}", unit="epoch") as bar:
+    with AnnotationStore(db) as store, tqdm(total=100, desc=f"run {run_id}", unit="%") as bar:
         try:
             while True:
                 run = current_run(store)
-                bar.update((run["epoch"] or 0) - bar.n)
+                bar.update(round(100 * (run["progress"] or 0)) - bar.n)
                 bar.set_postfix_str(", ".join(f"{k} {v:.3f}" for k, v in run["val_metrics"].items())
                                     or run["message"] or run["status"])  # fmt: skip
                 if run["status"] not in ("queued", "running"):

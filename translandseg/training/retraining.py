@@ -51,6 +51,7 @@ from ..data import Pair
 from ..download import sha256_of
 
 MODELS_FOLDER = "models"
+REPORTED_METRICS = ("iou", "f1", "miou")  # the validation figures a run reports as it goes
 
 
 @dataclass
@@ -70,6 +71,10 @@ class RetrainSettings:
     # The last epoch is kept, so the validation images only measure: choosing the best epoch on
     # them would favour the new version in its comparison with the active one on those images.
     keep_last_epoch: bool = True
+    # "adapter": the ATL and the mask decoder, as the paper; "decoder": the mask decoder alone, on
+    # embeddings of the active version's ATL computed once (``decoder_round``: a round of minutes)
+    trains: str = "adapter"
+    decoder_steps: int = 1500  # the decoder's steps when it trains alone (about 4 min on 2 cores)
     click_epochs: int = 2  # passes of simulated click sequences over the labels for the point decoder (0: kept as is)
     rank_images: int = 100  # unlabelled images the new version scores when the queue is ordered by uncertainty
 
@@ -131,16 +136,20 @@ def _run(store: AnnotationStore, run_id: int) -> int:
             update_run(store, run_id, message=f"measuring {base['version']} on the validation split")
             baseline = evaluate(Predictor(loaded.model, precision=REFERENCE_PRECISION), val_pairs)
             update_run(store, run_id, baseline_metrics=baseline)
-        update_run(store, run_id, message=f"training epoch 1/{settings.epochs}")
         work = models_dir(store.path) / f"run-{run_id:04d}"
-        result = train(loaded, train_pairs, val_pairs, work, train_config(settings), f"run {run_id}",
-                       progress=False, on_epoch=lambda r: _report(store, run_id, r, settings.epochs))  # fmt: skip
+        if settings.trains == "decoder":
+            result = _train_decoder(store, run_id, loaded, train_pairs, val_pairs, work, settings)
+        else:
+            update_run(store, run_id, message=f"training epoch 1/{settings.epochs}")
+            result = train(loaded, train_pairs, val_pairs, work, train_config(settings), f"run {run_id}",
+                           progress=False, on_epoch=lambda r: _report(store, run_id, r, settings.epochs))  # fmt: skip
         if settings.click_epochs:
             _train_clicks(store, run_id, loaded, train_pairs, settings, result)
     model_id, version = _register(store, run_id, result.adapter_path, loaded, result.best_metrics)
     shutil.rmtree(work, ignore_errors=True)
-    message = (f"version {version} (epoch {result.best_epoch} of {settings.epochs}): "
-               f"validation mIoU {result.best_metrics['miou']:.3f}")  # fmt: skip
+    trained = (f"the decoder, {settings.decoder_steps} steps" if settings.trains == "decoder"
+               else f"epoch {result.best_epoch} of {settings.epochs}")  # fmt: skip
+    message = f"version {version} ({trained}): validation mIoU {result.best_metrics['miou']:.3f}"
     baseline = run(store, run_id)["baseline_metrics"]
     if baseline:
         message += f" (active {record['base_version']}: {baseline['miou']:.3f} on the same images)"
@@ -150,6 +159,40 @@ def _run(store: AnnotationStore, run_id: int) -> int:
     _rank(store, run_id, loaded, version, settings.rank_images)
     finish_run(store, run_id, "succeeded", message, model_id)
     return 0
+
+
+def _train_decoder(store: AnnotationStore, run_id: int, loaded, train_pairs: List[Pair], val_pairs: List[Pair],
+                   work: Path, settings: RetrainSettings):  # fmt: skip
+    """The automatic stage of a decoder-only round (``decoder_round``), measured on the validation
+    labels and saved in ``work`` as a full run's would be."""
+    import time
+
+    from ..adapter import AdapterInfo, save_adapter
+    from ..evaluation import evaluate
+    from ..predict import REFERENCE_PRECISION, Predictor
+    from .decoder_round import DecoderRoundConfig, embed_labels, train_mask_decoder
+    from .trainer import ADAPTER_FILE, TrainResult
+
+    config = DecoderRoundConfig(steps=settings.decoder_steps, seed=settings.seed)
+    model, total = loaded.model, len(train_pairs)
+    items = embed_labels(model, train_pairs, config.orientations, lambda done: update_run(
+        store, run_id, message=f"embedding the training labels: {done}/{total}"))  # fmt: skip
+    started = time.monotonic()
+
+    def report(done: int, loss: float) -> None:
+        eta = (time.monotonic() - started) / done * (config.steps - done)
+        update_run(store, run_id, loss=loss, progress=done / config.steps, eta_seconds=eta,
+                   message=f"training the automatic decoder, step {done}/{config.steps}"
+                   if done < config.steps else "measuring the new version on the validation split")  # fmt: skip
+
+    losses = train_mask_decoder(model, items, config, report)
+    metrics = evaluate(Predictor(model, precision=REFERENCE_PRECISION), val_pairs) if val_pairs else {}
+    update_run(store, run_id, val_metrics={k: metrics[k] for k in REPORTED_METRICS if k in metrics})
+    work.mkdir(parents=True, exist_ok=True)
+    info = AdapterInfo(loaded.model_type, loaded.sam_sha256, model.atl.variant.name, model.image_size,
+                       f"run {run_id}", metrics, loaded.clicks_primed)  # fmt: skip
+    save_adapter(model, work / ADAPTER_FILE, info, loaded.tuned_prompt_decoder)
+    return TrainResult(work / ADAPTER_FILE, config.steps, metrics, [{"step": config.steps, "loss": losses[-1]}])
 
 
 def _train_clicks(store: AnnotationStore, run_id: int, loaded, pairs: List[Pair], settings: RetrainSettings,
@@ -281,7 +324,7 @@ def _materialise(store: AnnotationStore, run_id: int, folder: Path) -> Tuple[Lis
 
 def _report(store: AnnotationStore, run_id: int, record: Dict[str, float], epochs: int) -> None:
     epoch = int(record["epoch"])
-    metrics = {k: record[k] for k in ("iou", "f1", "miou") if k in record}  # the last epoch's only, by default
+    metrics = {k: record[k] for k in REPORTED_METRICS if k in record}  # the last epoch's only, by default
     following = f"training epoch {epoch + 1}/{epochs}" if epoch < epochs else "saving the new version"
     update_run(store, run_id, epoch=epoch, loss=record["loss"], progress=epoch / epochs, message=following,
                eta_seconds=record["seconds"] * (epochs - epoch), **({"val_metrics": metrics} if metrics else {}))  # fmt: skip
