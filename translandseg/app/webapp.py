@@ -495,18 +495,21 @@ def _snapshot_words(snapshot: str) -> str:
 
 # --- retraining ---------------------------------------------------------------------------------------
 
+TRAINS_CHOICES = [("The ATL and the decoder (the paper's; epochs and budget above)", "adapter"),
+                  ("The decoder alone, on the active version's embeddings (a round of minutes)", "decoder")]
 VERSION_COLUMNS = ["version", "active", "created", "trained on", "validation mIoU", "IoU", "F1", "what changed"]
 
 
 def retrain(workspace: Workspace, name: str, statuses: List[str], epochs: float, minutes: float,
-            request: gr.Request = None) -> str:  # fmt: skip
+            trains: str = "adapter", request: gr.Request = None) -> str:  # fmt: skip
     """Start a retraining run in its own process; says why when it cannot start."""
     model = workspace.model
     if model is None:
         return "**No model is loaded, so there is nothing to retrain.**"
     cache = str(workspace.cache_dir) if workspace.cache_dir else None
     settings = RetrainSettings(model.model_type, str(model.sam_checkpoint), cache, str(model.model.device),
-                               tuple(statuses or ["accepted"]), int(epochs), max_minutes=float(minutes))  # fmt: skip
+                               tuple(statuses or ["accepted"]), int(epochs), max_minutes=float(minutes),
+                               trains=trains)  # fmt: skip
     try:
         run_id, _ = start_retraining(workspace.db_path, settings, _annotator(workspace, name, request))
     except RetrainRefused as error:
@@ -601,6 +604,7 @@ def _model_tab(workspace: Workspace, name: gr.Textbox) -> None:
         statuses = gr.CheckboxGroup(list(STATUSES), value=["accepted"], label="Train on latest labels with status")
         epochs = gr.Number(10, precision=0, minimum=1, label="Epochs")
         minutes = gr.Number(30, minimum=1, label="Time budget (minutes)")
+    trains = gr.Radio(TRAINS_CHOICES, value=TRAINS_CHOICES[0][1], label="What trains")
     with gr.Row():
         start = gr.Button("Retrain adapter", variant="primary", elem_id="retrain")
         cancel = gr.Button("Cancel retraining", elem_id="cancel-retrain")
@@ -621,7 +625,7 @@ def _model_tab(workspace: Workspace, name: gr.Textbox) -> None:
     report = gr.Markdown(model_report(workspace), elem_id="model-report")
     with gr.Accordion("All recorded figures", open=False):
         details = gr.Markdown(model_details(workspace))
-    start.click(bind(retrain, workspace), [name, statuses, epochs, minutes], outcome, api_name="retrain")
+    start.click(bind(retrain, workspace), [name, statuses, epochs, minutes, trains], outcome, api_name="retrain")
     cancel.click(bind(cancel_retraining, workspace), None, outcome, api_name="cancel-retrain")
     auto.input(bind(set_auto, workspace), auto, None, api_name=False)
     activated = activate_button.click(bind(activate_version, workspace), pick, outcome, api_name="activate")
