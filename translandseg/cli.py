@@ -17,6 +17,7 @@ from .modeling import ATL_VARIANTS, DEFAULT_ATL_VARIANT
 from .predict import DEFAULT_THRESHOLD, PRECISIONS, SCALES, VIEWS, WHOLE_MAX_SIDE
 from .sam_checkpoints import CACHE_ENV
 from .training.losses import DEFAULT_LOSS, LOSSES
+from .training.retraining import TRAINS
 from .user_input import USER_ERRORS, probability_threshold, tile_side
 from .weight_storage import STORAGES
 
@@ -155,7 +156,7 @@ def _store_commands(commands) -> None:
     retrain.add_argument("--minutes", type=float, default=30.0, help="time budget")
     retrain.add_argument("--click-epochs", type=int, default=2,
                          help="passes of simulated clicks for the point decoder (0: keep the active version's)")
-    retrain.add_argument("--trains", choices=("adapter", "decoder"), default="adapter",
+    retrain.add_argument("--trains", choices=TRAINS, default="adapter",
                          help="adapter: the ATL and the mask decoder (the paper's); decoder: the mask decoder alone, "
                          "on the active version's ATL embeddings computed once (a round of minutes)")  # fmt: skip
     retrain.add_argument("--decoder-steps", type=int, default=1500, help="steps of a decoder-only run")

@@ -52,15 +52,9 @@ def mask_polygons(path: Path, scene: str, level: int = 0, band_rows: int = BAND_
                 touches_edge = (low == top and top > 0) or (high == top + height < dataset.height)
                 (cut if touches_edge else pieces).append(polygon)
         pieces += list(shapely.get_parts(shapely.union_all(cut))) if cut else []
-        to_crs = [*dataset.transform][:6]
-        geometries = [shapely.geometry.mapping(shapely.affinity.affine_transform(p, _shapely_order(to_crs))) for p in pieces]
+        to_crs = dataset.transform.to_shapely()
+        geometries = [shapely.geometry.mapping(shapely.affinity.affine_transform(p, to_crs)) for p in pieces]
         return ScenePolygons(scene, dataset.crs.to_wkt(), geometries, [round(p.area) for p in pieces])
-
-
-def _shapely_order(affine: Sequence[float]) -> List[float]:
-    """A rasterio affine (a, b, c, d, e, f) as shapely's [a, b, d, e, xoff, yoff]."""
-    a, b, c, d, e, f = affine
-    return [a, b, d, e, c, f]
 
 
 def write_geopackage(scenes: Sequence[ScenePolygons], path: Path) -> int:

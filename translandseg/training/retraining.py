@@ -51,6 +51,7 @@ from ..data import Pair
 from ..download import sha256_of
 
 MODELS_FOLDER = "models"
+TRAINS = ("adapter", "decoder")  # what a run trains: RetrainSettings.trains
 REPORTED_METRICS = ("iou", "f1", "miou")  # the validation figures a run reports as it goes
 
 
@@ -77,6 +78,10 @@ class RetrainSettings:
     decoder_steps: int = 1500  # the decoder's steps when it trains alone (about 4 min on 2 cores)
     click_epochs: int = 2  # passes of simulated click sequences over the labels for the point decoder (0: kept as is)
     rank_images: int = 100  # unlabelled images the new version scores when the queue is ordered by uncertainty
+
+    def __post_init__(self) -> None:
+        if self.trains not in TRAINS:
+            raise ValueError(f"trains must be one of {', '.join(TRAINS)}, not {self.trains!r}")
 
 
 class Cancelled(Exception):
