@@ -196,7 +196,7 @@ def test_cli_retrains_with_a_progress_bar_and_activates(tmp_path, store_with_lab
     assert main(["retrain", "--db", db, "--sam", "tiny", "--sam-checkpoint", str(tiny_sam_checkpoint),
                  "--epochs", "1"]) == 0  # fmt: skip
     out, err = capsys.readouterr()
-    assert "run 1: succeeded: version retrain-0001-" in out and "run 1" in err and "epoch" in err
+    assert "run 1: succeeded: version retrain-0001-" in out and "run 1" in err and "100/100" in err  # the bar finished
     with AnnotationStore(store_with_labels) as store:
         (model,) = store.models()
     assert main(["models", "--db", db, "--activate", model["version"]]) == 0
