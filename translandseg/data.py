@@ -140,6 +140,11 @@ def to_model_input(rgb: np.ndarray, size: int) -> torch.Tensor:
     return F.interpolate(image, (size, size), mode="bilinear", align_corners=False)[0]
 
 
+def to_model_target(label: np.ndarray, size: int) -> torch.Tensor:
+    """A float 0/1 tensor (1, 1, size, size) from a label mask (H, W), resized by nearest neighbour."""
+    return F.interpolate(torch.from_numpy(label)[None, None].float(), (size, size), mode="nearest")
+
+
 def check_zoom(zoom: float) -> None:
     """Refuse a random zoom-in below 1 (1: always the whole image)."""
     if zoom < 1:
@@ -176,7 +181,7 @@ class LandslideDataset(Dataset):
         if self.augment and self.zoom > 1:
             rgb, label = _zoomed_in(rgb, label, self.zoom, rng)
         image = to_model_input(rgb, self.image_size)
-        mask = F.interpolate(torch.from_numpy(label)[None, None].float(), (self.image_size,) * 2, mode="nearest")[0]
+        mask = to_model_target(label, self.image_size)[0]
         return _augmented(image, mask, rng) if self.augment else (image, mask)
 
 

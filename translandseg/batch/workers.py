@@ -102,12 +102,13 @@ def usable_cores() -> int:
 def torch_threads_by_host(client: Client) -> Dict[str, int]:
     """Each host's cores over the task threads of all its workers: the torch threads of each one."""
     cores = client.run(usable_cores)
-    workers = client.scheduler_info(n_workers=-1)["workers"]
-    threads_on_host: Counter = Counter()
-    for address, info in workers.items():
-        threads_on_host[get_address_host(address)] += info["nthreads"]
-    return {host: max(1, min(cores[a] for a in workers if get_address_host(a) == host) // count)
-            for host, count in threads_on_host.items()}  # fmt: skip
+    threads: Counter = Counter()
+    host_cores: Dict[str, int] = {}
+    for address, info in client.scheduler_info(n_workers=-1)["workers"].items():
+        host = get_address_host(address)
+        threads[host] += info["nthreads"]
+        host_cores[host] = min(host_cores.get(host, cores[address]), cores[address])
+    return {host: max(1, host_cores[host] // count) for host, count in threads.items()}
 
 
 def _held_model(dask_worker) -> Optional[tuple]:

@@ -12,9 +12,8 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
-from ..data import Pair, load_pair, to_model_input
+from ..data import Pair, load_pair, to_model_input, to_model_target
 from ..interactive.training import orientations
 from ..modeling.translandseg import TransLandSeg
 from .losses import DEFAULT_LOSS, LOSSES
@@ -44,8 +43,7 @@ def embed_labels(model: TransLandSeg, pairs: Sequence[Pair], count: int,
             rgb, _, label = load_pair(pair)
             for image, mask in orientations(rgb, label.astype(np.uint8), count=count):
                 embedding = model.encode(to_model_input(image, size)[None].to(model.device))
-                target = F.interpolate(torch.from_numpy(mask)[None, None].float(), (size, size), mode="nearest")
-                items.append((embedding.half(), target.to(model.device)))
+                items.append((embedding.half(), to_model_target(mask, size).to(model.device)))
             if on_label is not None:
                 on_label(done)
     return items
