@@ -2,7 +2,7 @@
 
 ``start_retraining`` records the run and its snapshot (see ``annotations.training_runs``) and
 starts ``python -m translandseg.training.retraining DB RUN`` in its own session, so labeling goes on
-undisturbed. That process:
+undisturbed. That process lowers its CPU priority (``RetrainSettings.niceness``), then:
 
 1. writes the snapshot's images and labels to a temporary folder, split as recorded;
 2. loads the active version's adapter to start from (or a fresh ATL and the base decoder) and
@@ -23,6 +23,7 @@ a SIGKILL leaves the run for ``reap_dead_runs`` to mark failed. No path changes 
 model except a successful run's activation.
 """
 
+import os
 import shutil
 import signal
 import subprocess
@@ -78,10 +79,15 @@ class RetrainSettings:
     decoder_steps: int = 1500  # the decoder's steps when it trains alone (about 4 min on 2 cores)
     click_epochs: int = 2  # passes of simulated click sequences over the labels for the point decoder (0: kept as is)
     rank_images: int = 100  # unlabelled images the new version scores when the queue is ordered by uncertainty
+    # the run's CPU priority (0-19, as ``nice``): above 0 the cores go to labeling first whenever
+    # the app needs them, and to the run the rest of the time (bench/README, issue 32)
+    niceness: int = 10
 
     def __post_init__(self) -> None:
         if self.trains not in TRAINS:
             raise ValueError(f"trains must be one of {', '.join(TRAINS)}, not {self.trains!r}")
+        if not 0 <= self.niceness <= 19:
+            raise ValueError(f"niceness must lie between 0 and 19, not {self.niceness!r}")
 
 
 class Cancelled(Exception):
@@ -120,6 +126,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 1
 
 
+def lower_priority(niceness: int) -> None:
+    """Raise this process's nice value by ``niceness``, and its session's where the kernel shares
+    the CPU between sessions first (Linux's autogroup): a run has a session of its own, so its own
+    nice value alone would not yield the cores to the app."""
+    if not niceness or not hasattr(os, "nice"):
+        return
+    os.nice(niceness)
+    autogroup = Path("/proc/self/autogroup")
+    if autogroup.exists():
+        try:
+            autogroup.write_text(str(niceness))
+        except OSError:  # a kernel or container that refuses it: the process's own priority stays lowered
+            pass
+
+
 def _cancel(signum, frame) -> None:
     raise Cancelled()
 
@@ -131,6 +152,7 @@ def _run(store: AnnotationStore, run_id: int) -> int:
 
     record = run(store, run_id)
     settings = RetrainSettings(**{**record["settings"], "statuses": tuple(record["settings"]["statuses"])})
+    lower_priority(settings.niceness)
     update_run(store, run_id, status="running", epochs=settings.epochs, message="loading the model")
     base = next((m for m in store.models() if m["version"] == record["base_version"]), None)
     loaded = _load(settings, base)
