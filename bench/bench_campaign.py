@@ -126,6 +126,11 @@ HEADER = ("| labels | automatic IoU | F1 | mIoU | NoC@85 | NoC@85, clicks' decod
           "| round (min) | new version |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |")  # fmt: skip
 
 
+def campaign_name(report: Dict) -> str:
+    """The queue order and what each round trained, e.g. "uncertainty order, decoder rounds"."""
+    return f"{report['order']} order, {report['settings'].get('trains', 'adapter')} rounds"
+
+
 def plot(args) -> None:
     """One PNG: automatic mIoU and NoC@85 against labels, a line per campaign."""
     import matplotlib
@@ -137,10 +142,10 @@ def plot(args) -> None:
     for path in args.campaigns:
         report = json.loads(Path(path).read_text())
         rounds: List[Dict] = report["rounds"]
-        labels = [r["labels"] for r in rounds]
-        iou_axis.plot(labels, [r["figures"]["miou"] for r in rounds], marker="o", label=f"{report['order']} order")
-        noc_axis.plot(labels, [r["figures"]["noc85"] for r in rounds], marker="o", label=f"{report['order']} order")
-        print(f"\n{report['order']} order\n\n{HEADER}")
+        labels, name = [r["labels"] for r in rounds], campaign_name(report)
+        iou_axis.plot(labels, [r["figures"]["miou"] for r in rounds], marker="o", label=name)
+        noc_axis.plot(labels, [r["figures"]["noc85"] for r in rounds], marker="o", label=name)
+        print(f"\n{name}\n\n{HEADER}")
         for record in rounds:
             print(row(RoundRecord(**{k: v for k, v in record.items() if k != "labelling"})))
     iou_axis.axhline(SHORTCUT_MIOU, color="grey", linestyle=":", label="every pixel landslide")
