@@ -15,19 +15,30 @@ and the share of harmful clicks, per set.
         [--out runs/full-data]
     python bench/bench_full_data.py SAMPLES measure ADAPTER [ADAPTER ...]
     python bench/bench_full_data.py SAMPLES clicks ADAPTER [ADAPTER ...] [--per-set 30]
+    python bench/bench_full_data.py SAMPLES decoder ADAPTER [--steps 4000] [--orientations 1]
+        [--out runs/full-data-decoder]
+
+``decoder`` buys steps where they are cheap: ADAPTER's ATL stays, each training image's ATL
+embedding is computed once per orientation (``training.decoder_round``), and the automatic
+decoder alone trains ``--steps`` more steps on them (a fraction of a full step each); the
+adapter is written as ADAPTER is stored, its point decoder kept, for ``measure``.
 """
 
 import argparse
 import json
 import random
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Sequence
 
 import torch
 
+from translandseg.adapter import adapter_storage, save_adapter
 from translandseg.build import LITE
 from translandseg.data import Pair
 from translandseg.loading import load_model
+from translandseg.training.decoder_round import DecoderRoundConfig, embed_labels, train_mask_decoder
 from translandseg.training.recipe import (
     SPLIT_SEED,
     DefaultRecipe,
@@ -71,6 +82,31 @@ def train_stage_one(samples: Path, args) -> Path:
     return result.adapter_path
 
 
+def train_decoder_stage(samples: Path, args) -> Path:
+    """More automatic-decoder steps on ``args.adapter``'s ATL embeddings of the training side."""
+    training, _ = full_data_split(samples)
+    loaded = load_model(LITE, adapter=args.adapter)
+    config = DecoderRoundConfig(steps=args.steps, orientations=args.orientations)
+    started = time.monotonic()
+
+    def embedded(done: int) -> None:
+        if done % 100 == 0:
+            print(f"embedded {done}/{len(training)}", flush=True)
+
+    items = embed_labels(loaded.model, training, config.orientations, embedded)
+    print(f"{len(items)} embeddings in {(time.monotonic() - started) / 60:.1f} min", flush=True)
+    started = time.monotonic()
+    train_mask_decoder(loaded.model, items, config,
+                       lambda done, loss: print(f"step {done}/{config.steps}: loss {loss:.4f}", flush=True))  # fmt: skip
+    print(f"{config.steps} decoder steps in {(time.monotonic() - started) / 60:.1f} min", flush=True)
+    snapshot = f"{loaded.adapter.training_snapshot}; then the automatic decoder alone: {vars(config)}"
+    out = args.out / f"decoder-{config.orientations}x{config.steps}.safetensors"
+    info = replace(loaded.adapter, training_snapshot=snapshot, metrics={})
+    save_adapter(loaded.model, out, info, loaded.tuned_prompt_decoder, adapter_storage(args.adapter))
+    print(out)
+    return out
+
+
 def side_by_side(figures: Dict[str, Dict[str, float]], keys: Sequence[str]) -> None:
     """A markdown table: a row per set (and pooled) and figure, a column per adapter."""
     columns = list(figures)
@@ -100,9 +136,14 @@ def main() -> None:
     clicking.add_argument("adapters", type=Path, nargs="+")
     clicking.add_argument("--per-set", type=int, default=DefaultRecipe.click_images,
                           help="test images of each set, a seeded choice")  # fmt: skip
+    decoder = commands.add_parser("decoder")
+    decoder.add_argument("adapter", type=Path)
+    decoder.add_argument("--steps", type=int, default=4000)
+    decoder.add_argument("--orientations", type=int, default=1)
+    decoder.add_argument("--out", type=Path, default=Path("runs/full-data-decoder"))
     args = parser.parse_args()
-    if args.command == "train":
-        train_stage_one(args.samples, args)
+    if args.command in ("train", "decoder"):
+        (train_stage_one if args.command == "train" else train_decoder_stage)(args.samples, args)
         return
     _, test = full_data_split(args.samples)
     figures = {}
