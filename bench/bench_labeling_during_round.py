@@ -114,7 +114,7 @@ def main() -> None:
         rows = [("nothing else running", phase(workspace, args.images, truth_of, None))]
         for niceness in args.niceness:
             settings = RetrainSettings(LITE, trains=args.trains, niceness=niceness, rank_images=0)
-            rows.append((f"a {args.trains} round, niceness {niceness}", phase(workspace, args.images, truth_of, settings)))
+            rows.append((f"a round ({args.trains}), niceness {niceness}", phase(workspace, args.images, truth_of, settings)))
         print("\n| while | open (automatic mask), median / max s | encode, median s | click, median / p95 ms "
               "| save, median / max ms | clicks |\n| --- | --- | --- | --- | --- | --- |")  # fmt: skip
         for name, r in rows:
