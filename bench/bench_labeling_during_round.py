@@ -27,15 +27,11 @@ from annotations.training_runs import current_run, request_cancel
 from translandseg.build import LITE
 from translandseg.data import Pair, load_pair, read_split
 from translandseg.default_model import DEFAULT_ADAPTER
-from translandseg.interactive.evaluation import mask_iou
-from translandseg.interactive.simulation import next_click
 from translandseg.loading import load_model
-from translandseg.training.campaign import ANALYST
+from translandseg.training.campaign import Campaign, label_image
 from translandseg.training.retraining import RetrainSettings, start_retraining
 
 REGION = "uav-orthophoto"
-TARGET_IOU = 0.90
-MAX_CLICKS = 10
 
 
 def timed(fn):
@@ -45,22 +41,31 @@ def timed(fn):
 
 
 def label_timed(workspace: Workspace, image_id: str, truth_of: Dict[str, Path]) -> Dict[str, List[float]]:
-    """Label one queued image as ``label_image`` does, timing each step the analyst waits for."""
+    """Label one queued image as the campaign's analyst does (``label_image``), timing each step
+    the analyst waits for: opening, the click window's encoding, each click, the save."""
     session, opening = timed(lambda: LabelingSession.open_stored(workspace, image_id))
+    times: Dict[str, List[float]] = {"open": [opening], "encode": [], "click": [], "save": []}
     try:
         _, _, truth = load_pair(Pair(workspace.image_path(image_id), truth_of[session.name]))
         height, width = truth.shape
-        _, encoding = timed(lambda: session.correction.encode_first_window(width / 2, height / 2))
-        clicks = []
-        while len(clicks) < MAX_CLICKS and mask_iou(session.mask, truth) < TARGET_IOU:
-            click = next_click(session.mask, truth)
-            if click is None:
-                break
-            clicks.append(timed(lambda c=click: session.correction.click(c.x + 0.5, c.y + 0.5, c.positive))[1])
-        _, saving = timed(lambda: session.save(ANALYST, review="accepted"))
+        times["encode"].append(timed(lambda: session.correction.encode_first_window(width / 2, height / 2))[1])
+        session.correction.click = recorded(session.correction.click, times["click"])
+        session.save = recorded(session.save, times["save"])
+        label_image(session, truth, Campaign.target_iou, Campaign.max_clicks)
     finally:
         session.close()
-    return {"open": [opening], "encode": [encoding], "click": clicks, "save": [saving]}
+    return times
+
+
+def recorded(method, seconds: List[float]):
+    """``method``, appending the seconds each call takes to ``seconds``."""
+
+    def call(*args, **kwargs):
+        result, took = timed(lambda: method(*args, **kwargs))
+        seconds.append(took)
+        return result
+
+    return call
 
 
 def label_images(workspace: Workspace, count: int, truth_of: Dict[str, Path]) -> Dict[str, List[float]]:
@@ -91,6 +96,8 @@ def phase(workspace: Workspace, count: int, truth_of: Dict[str, Path], settings:
 
 
 def _summary(seconds: List[float]) -> Dict[str, float]:
+    if not seconds:  # e.g. no clicks: every automatic mask was already good enough
+        return {"n": 0, "median_ms": float("nan"), "p95_ms": float("nan"), "max_ms": float("nan")}
     ms = np.array(seconds) * 1000
     return {"n": len(ms), "median_ms": statistics.median(ms), "p95_ms": float(np.percentile(ms, 95)),
             "max_ms": float(ms.max())}  # fmt: skip
