@@ -13,6 +13,12 @@ With ``--folds K --fold-adapters RUN`` (``bench_automatic_training.py --folds K`
 the clicks start instead from the automatic mask of every training image, out of fold, and each
 is answered by fixing exactly the error it lands in: the 8-connected missed part (a positive
 click) or false alarm (a negative one) under it, no more. NoC@85/90 and IoU after k clicks.
+
+    python bench/bench_click_ceiling.py SAMPLES --adapter ADAPTER [--per-set 30]
+
+The same from ``ADAPTER``'s automatic mask on the test side of ``split.csv``: the seeded images
+of each set with landslides that ``bench_full_data.py clicks --per-set`` measures the point
+decoder on, so the two sit side by side.
 """
 
 import argparse
@@ -27,7 +33,12 @@ from translandseg.data import load_pair
 from translandseg.interactive.evaluation import MAX_CLICKS, THRESHOLDS, clicks_to_reach, mask_iou
 from translandseg.interactive.simulation import next_click
 from translandseg.loading import load_model
-from translandseg.training.recipe import automatic_masks, full_data_split
+from translandseg.training.recipe import (
+    LANDSLIDE_FREE,
+    automatic_masks,
+    full_data_split,
+    seeded_per_set,
+)
 
 EIGHT = np.ones((3, 3), bool)
 
@@ -67,10 +78,28 @@ def from_automatic(samples: Path, folds: int, fold_adapters: Path, clicks: list)
     training, _ = full_data_split(samples)
     curves = {}  # by sample set
     for _, fold, run in folds_of(training, folds, fold_adapters):
-        automatic = automatic_masks(load_model(LITE, adapter=run / "adapter.safetensors"))
-        for pair in fold:
-            _, valid, truth = load_pair(pair)
-            curves.setdefault(pair.sample_set, []).append(error_oracle_curve(automatic(pair), truth, valid, MAX_CLICKS))
+        add_error_oracle_curves(curves, load_model(LITE, adapter=run / "adapter.safetensors"), fold)
+    print_error_oracle(curves, clicks)
+
+
+def from_adapter_on_test(samples: Path, adapter: Path, per_set: int, clicks: list) -> None:
+    """The error-region oracle from ``adapter``'s automatic mask of seeded test-side images."""
+    _, test = full_data_split(samples)
+    curves = {}
+    add_error_oracle_curves(curves, load_model(LITE, adapter=adapter),
+                            seeded_per_set([pair for pair in test if pair.sample_set != LANDSLIDE_FREE], per_set))  # fmt: skip
+    print_error_oracle(curves, clicks)
+
+
+def add_error_oracle_curves(curves: dict, loaded, pairs) -> None:
+    """Each pair's ``error_oracle_curve`` from ``loaded``'s automatic mask, into ``curves`` by set."""
+    automatic = automatic_masks(loaded)
+    for pair in pairs:
+        _, valid, truth = load_pair(pair)
+        curves.setdefault(pair.sample_set, []).append(error_oracle_curve(automatic(pair), truth, valid, MAX_CLICKS))
+
+
+def print_error_oracle(curves: dict, clicks: list) -> None:
     print("| set | NoC@85 / NoC@90 | IoU after 0 / " + " / ".join(map(str, clicks)) + " clicks |\n| --- | --- | --- |")
     for name, of_set in [*sorted(curves.items()), ("all", [c for cs in curves.values() for c in cs])]:
         noc = " / ".join(f"{np.mean([clicks_to_reach(c, t) for c in of_set]):.1f}" for t in THRESHOLDS)
@@ -84,7 +113,11 @@ def main() -> None:
     parser.add_argument("--clicks", type=int, nargs="+", default=[1, 2, 3, 5])
     parser.add_argument("--folds", type=int, help="from the automatic mask, out of fold, with this many folds")
     parser.add_argument("--fold-adapters", type=Path, help="with --folds: bench_automatic_training.py's run folder")
+    parser.add_argument("--adapter", type=Path, help="from this adapter's automatic mask, on the test side")
+    parser.add_argument("--per-set", type=int, default=30, help="with --adapter: seeded test images a set")
     args = parser.parse_args()
+    if args.adapter:
+        return from_adapter_on_test(args.samples, args.adapter, args.per_set, args.clicks)
     if args.folds:
         return from_automatic(args.samples, args.folds, args.fold_adapters, args.clicks)
     training, held_out = full_data_split(args.samples)
