@@ -85,9 +85,9 @@ def from_automatic(samples: Path, folds: int, fold_adapters: Path, clicks: list)
 def from_adapter_on_test(samples: Path, adapter: Path, per_set: int, clicks: list) -> None:
     """The error-region oracle from ``adapter``'s automatic mask of seeded test-side images."""
     _, test = full_data_split(samples)
+    chosen = seeded_per_set([pair for pair in test if pair.sample_set != LANDSLIDE_FREE], per_set)
     curves = {}
-    add_error_oracle_curves(curves, load_model(LITE, adapter=adapter),
-                            seeded_per_set([pair for pair in test if pair.sample_set != LANDSLIDE_FREE], per_set))  # fmt: skip
+    add_error_oracle_curves(curves, load_model(LITE, adapter=adapter), chosen)
     print_error_oracle(curves, clicks)
 
 
@@ -100,6 +100,7 @@ def add_error_oracle_curves(curves: dict, loaded, pairs) -> None:
 
 
 def print_error_oracle(curves: dict, clicks: list) -> None:
+    """NoC@85/90 and mean IoU after 0 and ``clicks`` clicks, per set and over all."""
     print("| set | NoC@85 / NoC@90 | IoU after 0 / " + " / ".join(map(str, clicks)) + " clicks |\n| --- | --- | --- |")
     for name, of_set in [*sorted(curves.items()), ("all", [c for cs in curves.values() for c in cs])]:
         noc = " / ".join(f"{np.mean([clicks_to_reach(c, t) for c in of_set]):.1f}" for t in THRESHOLDS)
