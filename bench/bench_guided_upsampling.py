@@ -26,7 +26,6 @@ from tqdm import tqdm
 from translandseg.build import LITE
 from translandseg.data import load_pair, read_split
 from translandseg.default_model import DEFAULT_ADAPTER
-from translandseg.evaluation import predictions
 from translandseg.loading import load_model
 from translandseg.metrics import ConfusionMatrix, boundary_f_score
 from translandseg.predict import DEFAULT_THRESHOLD, REFERENCE_PRECISION, Predictor
@@ -94,9 +93,9 @@ def predicted(samples_root: Path, side: str, per_set: int) -> List[Sample]:
     pairs = seeded_per_set(pairs, per_set) if per_set else pairs
     predictor = Predictor(load_model(LITE, adapter=DEFAULT_ADAPTER).model, precision=REFERENCE_PRECISION)
     out = []
-    for pair, (probability, label) in zip(pairs, predictions(predictor, pairs, progress=True), strict=True):
-        rgb, valid, _ = load_pair(pair)
-        out.append((pair.sample_set, rgb, valid, probability, label))
+    for pair in tqdm(pairs, desc="predict", unit="image"):
+        rgb, valid, label = load_pair(pair)  # read once: the filter needs the pixels too
+        out.append((pair.sample_set, rgb, valid, predictor.predict_array(rgb, valid), label))
     return out
 
 
